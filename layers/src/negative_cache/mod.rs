@@ -1,0 +1,1 @@
+//! placeholder, filled by the negative_cache work

@@ -1,0 +1,5 @@
+//! skytower transports (placeholder crate doc).
+
+#![warn(missing_docs)]
+
+pub mod identity;
