@@ -1,1 +1,103 @@
-fn main() {}
+//! The `skytower` command.
+//!
+//! Today it manages identity keys; the network commands (`up`, the node daemon, `sessions`,
+//! `connect-all`, fetch) and every service as a subcommand arrive with their issues.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use skytower::transports::identity::{KeyFormat, SecretKey};
+
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SKYTOWER_GIT_COMMIT"),
+    ")"
+);
+
+/// skytower: overlay networks out of tower services.
+#[derive(Debug, Parser)]
+#[command(name = "skytower", version = VERSION, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an identity key and write it to a key file (mode 0600).
+    Keygen {
+        /// Where to write the key file.
+        #[arg(long, short, default_value = "skytower.key")]
+        out: PathBuf,
+        /// Key file format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the public key (the DMSG address) of a key file.
+    Pubkey {
+        /// The key file to read.
+        #[arg(long, short)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// `{"public_key": "...", "secret_key": "..."}`
+    Json,
+    /// One line: the 64-hex-char secret seed.
+    Hex,
+}
+
+impl From<Format> for KeyFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Json => KeyFormat::Json,
+            Format::Hex => KeyFormat::Hex,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Keygen { out, format, force } => {
+            let key = SecretKey::generate()?;
+            key.save(&out, format.into(), force)?;
+            println!("{}", key.public_key());
+            tracing::info!(path = %out.display(), "wrote key file");
+        }
+        Command::Pubkey { key } => {
+            let key = SecretKey::load(&key)?;
+            println!("{}", key.public_key());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! DMSG: a relay network addressed by public key (`docs/protocol.md`).
+//!
+//! Work in progress (DMSG core issue). Landed so far: [`noise`], the Noise transport framing that
+//! sessions and end-to-end streams run over.
+
+pub mod mux;
+pub mod noise;

@@ -1,0 +1,653 @@
+//! Noise transport framing: an `AsyncRead + AsyncWrite` over any byte stream, carrying
+//! `u16 length ‖ ciphertext` frames (`docs/protocol.md` §2.3 and §3.6).
+//!
+//! Writes are buffered into frames of up to [`MAX_PAYLOAD`] plaintext bytes and sealed on
+//! [`flush`](tokio::io::AsyncWriteExt::flush) or when a frame is full, so a writer that emits a
+//! small header and a body before flushing (yamux does) costs one frame, not two. Reads decrypt
+//! straight into the caller's buffer when it is large enough.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use skytower_transports::dmsg::noise::handshake;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! const PATTERN: &str = "Noise_NN_25519_ChaChaPoly_BLAKE2s";
+//! let (a, b) = tokio::io::duplex(1 << 16);
+//! let init = snow::Builder::new(PATTERN.parse().unwrap()).build_initiator().unwrap();
+//! let resp = snow::Builder::new(PATTERN.parse().unwrap()).build_responder().unwrap();
+//! let (client, server) = tokio::join!(handshake(a, init, &[]), handshake(b, resp, &[]));
+//! let (mut client, _) = client.unwrap();
+//! let (mut server, _) = server.unwrap();
+//! client.write_all(b"hello").await.unwrap();
+//! client.flush().await.unwrap();
+//! let mut buf = [0u8; 5];
+//! server.read_exact(&mut buf).await.unwrap();
+//! assert_eq!(&buf, b"hello");
+//! # });
+//! ```
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Largest Noise message (the whole frame body): 65 535 bytes.
+pub const MAX_MESSAGE: usize = 65_535;
+/// Authentication tag size.
+pub const TAG_LEN: usize = 16;
+/// Largest plaintext carried in one frame: 65 519 bytes.
+pub const MAX_PAYLOAD: usize = MAX_MESSAGE - TAG_LEN;
+const PREFIX: usize = 2;
+/// How much the reader asks the inner stream for at once.
+const READ_CHUNK: usize = 2 * (MAX_MESSAGE + PREFIX);
+
+/// Errors of the Noise layer, carried inside `io::Error` (`ErrorKind::InvalidData` for
+/// protocol violations), so callers can `downcast` the inner error.
+#[derive(Debug, thiserror::Error)]
+pub enum NoiseError {
+    /// A frame's length prefix was shorter than a tag (0 included).
+    #[error("noise frame of {0} bytes is shorter than the {TAG_LEN}-byte tag")]
+    FrameTooShort(usize),
+    /// A frame failed to decrypt or authenticate.
+    #[error("noise frame failed to decrypt: {0}")]
+    Decrypt(snow::Error),
+    /// The handshake failed (wrong key, corrupted message, pattern problem).
+    #[error("noise handshake failed: {0}")]
+    Handshake(snow::Error),
+    /// A handshake payload or message did not fit the limits.
+    #[error("noise handshake message too large ({0} bytes)")]
+    HandshakeTooLarge(usize),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a noise frame")]
+    TruncatedFrame,
+}
+
+impl From<NoiseError> for io::Error {
+    fn from(e: NoiseError) -> Self {
+        let kind = match e {
+            NoiseError::TruncatedFrame => io::ErrorKind::UnexpectedEof,
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Writes one handshake message framed with a u16 length.
+async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, msg: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| NoiseError::HandshakeTooLarge(msg.len()))?;
+    let mut frame = Vec::with_capacity(PREFIX + msg.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(msg);
+    io.write_all(&frame).await?;
+    io.flush().await
+}
+
+/// Reads one u16-length-framed handshake message into `buf`.
+async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut len = [0u8; PREFIX];
+    io.read_exact(&mut len).await?;
+    let len = usize::from(u16::from_be_bytes(len));
+    buf.resize(len, 0);
+    io.read_exact(buf).await?;
+    Ok(())
+}
+
+/// Runs a whole handshake over `io` (either side: `state` says which) and returns the
+/// transport stream and the payloads the peer sent, one per received message.
+///
+/// `payloads[i]` is the payload of the i-th message this side sends (missing ones are empty).
+/// Use [`Handshake`] instead when a payload must be checked before answering.
+pub async fn handshake<T>(
+    io: T,
+    state: snow::HandshakeState,
+    payloads: &[&[u8]],
+) -> io::Result<(NoiseStream<T>, Vec<Vec<u8>>)>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut hs = Handshake::new(io, state);
+    let mut sent = 0;
+    let mut received = Vec::new();
+    while !hs.is_finished() {
+        if hs.is_my_turn() {
+            let payload = payloads.get(sent).copied().unwrap_or(&[]);
+            hs.write(payload).await?;
+            sent += 1;
+        } else {
+            received.push(hs.read().await?);
+        }
+    }
+    Ok((hs.into_transport()?, received))
+}
+
+/// A handshake in progress over `T`, one message at a time, for protocols that look at each
+/// payload before answering (the DMSG session handshake does).
+pub struct Handshake<T> {
+    io: T,
+    state: snow::HandshakeState,
+    buf: Vec<u8>,
+}
+
+impl<T> std::fmt::Debug for Handshake<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("initiator", &self.state.is_initiator())
+            .field("finished", &self.state.is_handshake_finished())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Handshake<T> {
+    /// Starts a handshake over `io`.
+    pub fn new(io: T, state: snow::HandshakeState) -> Self {
+        Handshake {
+            io,
+            state,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Whether the next message is ours to write.
+    pub fn is_my_turn(&self) -> bool {
+        self.state.is_my_turn()
+    }
+
+    /// Whether the handshake is complete.
+    pub fn is_finished(&self) -> bool {
+        self.state.is_handshake_finished()
+    }
+
+    /// The handshake hash so far (binds everything exchanged until now).
+    pub fn handshake_hash(&self) -> &[u8] {
+        self.state.get_handshake_hash()
+    }
+
+    /// The peer's static key, once the pattern has revealed it.
+    pub fn remote_static(&self) -> Option<&[u8]> {
+        self.state.get_remote_static()
+    }
+
+    /// Writes the next handshake message carrying `payload`.
+    pub async fn write(&mut self, payload: &[u8]) -> io::Result<()> {
+        let mut msg = vec![0u8; MAX_MESSAGE];
+        let n = self
+            .state
+            .write_message(payload, &mut msg)
+            .map_err(NoiseError::Handshake)?;
+        write_frame(&mut self.io, &msg[..n]).await
+    }
+
+    /// Reads the next handshake message and returns its payload.
+    pub async fn read(&mut self) -> io::Result<Vec<u8>> {
+        read_frame(&mut self.io, &mut self.buf).await?;
+        let mut payload = vec![0u8; self.buf.len()];
+        let n = self
+            .state
+            .read_message(&self.buf, &mut payload)
+            .map_err(NoiseError::Handshake)?;
+        payload.truncate(n);
+        Ok(payload)
+    }
+
+    /// Turns a finished handshake into a transport stream.
+    pub fn into_transport(self) -> io::Result<NoiseStream<T>> {
+        let state = self
+            .state
+            .into_transport_mode()
+            .map_err(NoiseError::Handshake)?;
+        Ok(NoiseStream::new(self.io, state))
+    }
+
+    /// The underlying stream (for instance to close it after a refusal).
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+}
+
+/// A Noise transport over a byte stream: `AsyncRead + AsyncWrite` of plaintext.
+pub struct NoiseStream<T> {
+    inner: T,
+    state: snow::TransportState,
+    /// Ciphertext read from `inner`, not yet decrypted (whole or partial frames).
+    rbuf: BytesMut,
+    /// Decrypted plaintext not yet handed to the reader.
+    plain: BytesMut,
+    /// Plaintext written but not yet sealed (at most `MAX_PAYLOAD`).
+    wplain: Vec<u8>,
+    /// Sealed frames not yet written to `inner`.
+    wcipher: BytesMut,
+    read_eof: bool,
+}
+
+impl<T> std::fmt::Debug for NoiseStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoiseStream")
+            .field("buffered_read", &self.plain.len())
+            .field("buffered_write", &(self.wplain.len() + self.wcipher.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> NoiseStream<T> {
+    /// Wraps `inner` with a finished handshake's transport state.
+    pub fn new(inner: T, state: snow::TransportState) -> Self {
+        NoiseStream {
+            inner,
+            state,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            plain: BytesMut::new(),
+            wplain: Vec::with_capacity(MAX_PAYLOAD),
+            wcipher: BytesMut::new(),
+            read_eof: false,
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The peer's static public key, if the pattern had one.
+    pub fn remote_static(&self) -> Option<&[u8]> {
+        self.state.get_remote_static()
+    }
+
+    /// Seals the pending plaintext into a frame appended to `wcipher`.
+    fn seal(&mut self) -> io::Result<()> {
+        if self.wplain.is_empty() {
+            return Ok(());
+        }
+        let len = self.wplain.len() + TAG_LEN;
+        let start = self.wcipher.len();
+        self.wcipher.resize(start + PREFIX + len, 0);
+        // `len` ≤ MAX_MESSAGE because `wplain` never exceeds MAX_PAYLOAD.
+        self.wcipher[start..start + PREFIX].copy_from_slice(&(len as u16).to_be_bytes());
+        let n = self
+            .state
+            .write_message(&self.wplain, &mut self.wcipher[start + PREFIX..])
+            .map_err(|e| io::Error::other(NoiseError::Handshake(e)))?;
+        debug_assert_eq!(n, len);
+        self.wplain.clear();
+        Ok(())
+    }
+}
+
+impl<T: AsyncWrite + Unpin> NoiseStream<T> {
+    /// Writes out every sealed frame.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wcipher.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.wcipher))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wcipher.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> NoiseStream<T> {
+    /// Decrypts one complete frame from `rbuf`, into `out` when it fits, else into `plain`.
+    /// Returns `Some(bytes put in out)` when a frame was decrypted.
+    fn decrypt_frame(&mut self, out: &mut ReadBuf<'_>) -> io::Result<Option<usize>> {
+        if self.rbuf.len() < PREFIX {
+            return Ok(None);
+        }
+        let len = usize::from(u16::from_be_bytes([self.rbuf[0], self.rbuf[1]]));
+        if len < TAG_LEN {
+            return Err(NoiseError::FrameTooShort(len).into());
+        }
+        if self.rbuf.len() < PREFIX + len {
+            return Ok(None);
+        }
+        let frame = &self.rbuf[PREFIX..PREFIX + len];
+        let plain_len = len - TAG_LEN;
+        let written = if out.remaining() >= plain_len {
+            let dst = out.initialize_unfilled_to(plain_len);
+            let n = self
+                .state
+                .read_message(frame, dst)
+                .map_err(NoiseError::Decrypt)?;
+            out.advance(n);
+            n
+        } else {
+            self.plain.resize(plain_len, 0);
+            let n = self
+                .state
+                .read_message(frame, &mut self.plain)
+                .map_err(NoiseError::Decrypt)?;
+            self.plain.truncate(n);
+            0
+        };
+        self.rbuf.advance(PREFIX + len);
+        Ok(Some(written))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for NoiseStream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.plain.is_empty() {
+                let n = this.plain.len().min(buf.remaining());
+                buf.put_slice(&this.plain[..n]);
+                this.plain.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            match this.decrypt_frame(buf)? {
+                Some(0) => continue, // empty frame, or decrypted into `plain`
+                Some(_) => return Poll::Ready(Ok(())),
+                None => {}
+            }
+            if this.read_eof {
+                return if this.rbuf.is_empty() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Ready(Err(NoiseError::TruncatedFrame.into()))
+                };
+            }
+            // Need more ciphertext.
+            if this.rbuf.capacity() - this.rbuf.len() < MAX_MESSAGE {
+                this.rbuf.reserve(READ_CHUNK);
+            }
+            let spare = this.rbuf.spare_capacity_mut();
+            let mut rb = ReadBuf::uninit(spare);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            if n == 0 {
+                this.read_eof = true;
+            } else {
+                // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
+                unsafe { this.rbuf.set_len(this.rbuf.len() + n) };
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for NoiseStream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.wplain.len() == MAX_PAYLOAD {
+            ready!(this.poll_drain(cx))?;
+            this.seal()?;
+        }
+        // Keep at most one sealed frame queued; push it out opportunistically.
+        if !this.wcipher.is_empty() {
+            ready!(this.poll_drain(cx))?;
+        }
+        let n = buf.len().min(MAX_PAYLOAD - this.wplain.len());
+        this.wplain.extend_from_slice(&buf[..n]);
+        if this.wplain.len() == MAX_PAYLOAD {
+            this.seal()?;
+            // Best effort: start writing the full frame now; Pending is fine, the data is buffered.
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        this.seal()?;
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    const XK: &str = "Noise_XK_25519_ChaChaPoly_BLAKE2s";
+
+    fn keypair() -> snow::Keypair {
+        snow::Builder::new(XK.parse().unwrap())
+            .generate_keypair()
+            .unwrap()
+    }
+
+    fn builders(
+        server: &snow::Keypair,
+        pinned: &[u8],
+    ) -> (snow::HandshakeState, snow::HandshakeState) {
+        let client = keypair();
+        let init = snow::Builder::new(XK.parse().unwrap())
+            .local_private_key(&client.private)
+            .unwrap()
+            .remote_public_key(pinned)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let resp = snow::Builder::new(XK.parse().unwrap())
+            .local_private_key(&server.private)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        (init, resp)
+    }
+
+    /// A handshake over real framed I/O; returns connected transport streams.
+    async fn pair<T>(a: T, b: T) -> (NoiseStream<T>, NoiseStream<T>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let server = keypair();
+        let (init, resp) = builders(&server, &server.public);
+        let (c, s) = tokio::join!(
+            handshake(a, init, &[b"one", b"three"]),
+            handshake(b, resp, &[b"two"]),
+        );
+        let (c, from_server) = c.unwrap();
+        let (s, from_client) = s.unwrap();
+        assert_eq!(from_server, vec![b"two".to_vec()]);
+        assert_eq!(from_client, vec![b"one".to_vec(), b"three".to_vec()]);
+        assert!(s.remote_static().is_some());
+        (c, s)
+    }
+
+    /// Two transport states from an in-memory handshake, to put over any I/O.
+    fn transport_states() -> (snow::TransportState, snow::TransportState) {
+        let server = keypair();
+        let (mut init, mut resp) = builders(&server, &server.public);
+        let mut msg = vec![0u8; MAX_MESSAGE];
+        let mut payload = vec![0u8; MAX_MESSAGE];
+        let mut turn = 0;
+        while !init.is_handshake_finished() {
+            let (w, r) = if turn % 2 == 0 {
+                (&mut init, &mut resp)
+            } else {
+                (&mut resp, &mut init)
+            };
+            let n = w.write_message(&[], &mut msg).unwrap();
+            r.read_message(&msg[..n], &mut payload).unwrap();
+            turn += 1;
+        }
+        (
+            init.into_transport_mode().unwrap(),
+            resp.into_transport_mode().unwrap(),
+        )
+    }
+
+    fn noise_error(err: io::Error) -> NoiseError {
+        *err.into_inner().unwrap().downcast::<NoiseError>().unwrap()
+    }
+
+    #[tokio::test]
+    async fn large_transfer_both_ways_is_intact() {
+        let (a, b) = duplex(1 << 16);
+        let (mut c, mut s) = pair(a, b).await;
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let expected = data.clone();
+        let writer = tokio::spawn(async move {
+            c.write_all(&data).await.unwrap();
+            c.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            c.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected);
+        s.write_all(&got[..100_000]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let back = writer.await.unwrap();
+        assert_eq!(back, expected[..100_000]);
+    }
+
+    #[tokio::test]
+    async fn tiny_reads_see_every_byte() {
+        let (a, b) = duplex(1 << 16);
+        let (mut c, mut s) = pair(a, b).await;
+        c.write_all(b"abcdefghij").await.unwrap();
+        c.flush().await.unwrap();
+        let mut got = Vec::new();
+        let mut one = [0u8; 3];
+        while got.len() < 10 {
+            let n = s.read(&mut one).await.unwrap();
+            got.extend_from_slice(&one[..n]);
+        }
+        assert_eq!(got, b"abcdefghij");
+    }
+
+    #[tokio::test]
+    async fn small_writes_are_coalesced_until_flush() {
+        let (a, b) = duplex(1 << 20);
+        let (mut c, s) = pair(a, b).await;
+        for _ in 0..10 {
+            c.write_all(b"0123456789ab").await.unwrap();
+        }
+        c.write_all(&[7u8; 1000]).await.unwrap();
+        c.flush().await.unwrap();
+        // The raw ciphertext holds exactly one frame of 120 + 1000 bytes + tag.
+        let mut raw = s.inner;
+        let mut len = [0u8; 2];
+        raw.read_exact(&mut len).await.unwrap();
+        assert_eq!(usize::from(u16::from_be_bytes(len)), 120 + 1000 + TAG_LEN);
+    }
+
+    #[tokio::test]
+    async fn frames_are_full_size_for_bulk_writes() {
+        let (a, b) = duplex(1 << 20);
+        let (mut c, s) = pair(a, b).await;
+        let writer = tokio::spawn(async move {
+            c.write_all(&vec![1u8; 3 * MAX_PAYLOAD]).await.unwrap();
+            c.flush().await.unwrap();
+            c
+        });
+        let mut raw = s.inner;
+        for _ in 0..3 {
+            let mut len = [0u8; 2];
+            raw.read_exact(&mut len).await.unwrap();
+            assert_eq!(usize::from(u16::from_be_bytes(len)), MAX_MESSAGE);
+            let mut body = vec![0u8; MAX_MESSAGE];
+            raw.read_exact(&mut body).await.unwrap();
+        }
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn tampered_frame_is_a_decrypt_error() {
+        let (tc, ts) = transport_states();
+        let (a, mut raw_out) = duplex(1 << 16);
+        let (mut raw_in, b) = duplex(1 << 16);
+        let mut c = NoiseStream::new(a, tc);
+        let mut s = NoiseStream::new(b, ts);
+        c.write_all(b"secret payload").await.unwrap();
+        c.flush().await.unwrap();
+        let mut frame = vec![0u8; 2 + 14 + TAG_LEN];
+        raw_out.read_exact(&mut frame).await.unwrap();
+        frame[5] ^= 0x01;
+        raw_in.write_all(&frame).await.unwrap();
+        let mut out = [0u8; 64];
+        let err = s.read(&mut out).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(matches!(noise_error(err), NoiseError::Decrypt(_)));
+    }
+
+    #[tokio::test]
+    async fn replayed_frame_is_a_decrypt_error() {
+        let (tc, ts) = transport_states();
+        let (a, mut raw_out) = duplex(1 << 16);
+        let (mut raw_in, b) = duplex(1 << 16);
+        let mut c = NoiseStream::new(a, tc);
+        let mut s = NoiseStream::new(b, ts);
+        c.write_all(b"once").await.unwrap();
+        c.flush().await.unwrap();
+        let mut frame = vec![0u8; 2 + 4 + TAG_LEN];
+        raw_out.read_exact(&mut frame).await.unwrap();
+        raw_in.write_all(&frame).await.unwrap();
+        raw_in.write_all(&frame).await.unwrap();
+        let mut out = [0u8; 4];
+        s.read_exact(&mut out).await.unwrap();
+        assert_eq!(&out, b"once");
+        let err = s.read(&mut out).await.unwrap_err();
+        assert!(matches!(noise_error(err), NoiseError::Decrypt(_)));
+    }
+
+    #[tokio::test]
+    async fn short_frame_and_truncation_are_typed_errors() {
+        let (_, ts) = transport_states();
+        let (mut raw, b) = duplex(1 << 16);
+        let mut s = NoiseStream::new(b, ts);
+        raw.write_all(&[0, 3, 1, 2, 3]).await.unwrap();
+        let mut out = [0u8; 8];
+        let err = s.read(&mut out).await.unwrap_err();
+        assert!(matches!(noise_error(err), NoiseError::FrameTooShort(3)));
+
+        let (_, ts) = transport_states();
+        let (mut raw, b) = duplex(1 << 16);
+        let mut s = NoiseStream::new(b, ts);
+        raw.write_all(&[0, 40, 1, 2, 3]).await.unwrap();
+        drop(raw);
+        let err = s.read(&mut out).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(matches!(noise_error(err), NoiseError::TruncatedFrame));
+    }
+
+    #[tokio::test]
+    async fn clean_eof_between_frames_reads_zero() {
+        let (_, ts) = transport_states();
+        let (raw, b) = duplex(1 << 16);
+        let mut s = NoiseStream::new(b, ts);
+        drop(raw);
+        let mut out = [0u8; 8];
+        assert_eq!(s.read(&mut out).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn wrong_server_key_fails_the_handshake() {
+        let (a, b) = duplex(1 << 16);
+        let server = keypair();
+        let impostor = keypair();
+        let (init, resp) = builders(&impostor, &server.public);
+        let (c, s) = tokio::join!(handshake(a, init, &[]), handshake(b, resp, &[]));
+        // The responder cannot decrypt msg1 (es with the wrong static key).
+        assert!(matches!(
+            noise_error(s.unwrap_err()),
+            NoiseError::Handshake(_)
+        ));
+        assert!(c.is_err());
+    }
+}
