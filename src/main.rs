@@ -90,7 +90,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Keygen { out, format, force } => {
             let key = SecretKey::generate()?;
-            key.save(&out, format.into(), force)?;
+            if force {
+                key.save_replacing(&out, format.into())?;
+            } else {
+                key.save(&out, format.into())?;
+            }
             println!("{}", key.public_key());
             tracing::info!(path = %out.display(), "wrote key file");
         }

@@ -5,3 +5,4 @@
 
 pub mod mux;
 pub mod noise;
+pub mod wire;
