@@ -3,6 +3,7 @@
 //! Work in progress (DMSG core issue). Landed so far: [`noise`], the Noise transport framing that
 //! sessions and end-to-end streams run over.
 
+pub mod handshake;
 pub mod mux;
 pub mod noise;
 pub mod wire;

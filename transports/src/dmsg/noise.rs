@@ -84,16 +84,6 @@ async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, msg: &[u8]) -> io::Resul
     io.flush().await
 }
 
-/// Reads one u16-length-framed handshake message into `buf`.
-async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut len = [0u8; PREFIX];
-    io.read_exact(&mut len).await?;
-    let len = usize::from(u16::from_be_bytes(len));
-    buf.resize(len, 0);
-    io.read_exact(buf).await?;
-    Ok(())
-}
-
 /// Runs a whole handshake over `io` (either side: `state` says which) and returns the
 /// transport stream and the payloads the peer sent, one per received message.
 ///
@@ -181,7 +171,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Handshake<T> {
 
     /// Reads the next handshake message and returns its payload.
     pub async fn read(&mut self) -> io::Result<Vec<u8>> {
-        read_frame(&mut self.io, &mut self.buf).await?;
+        let mut len = [0u8; PREFIX];
+        self.io.read_exact(&mut len).await?;
+        self.read_body(usize::from(u16::from_be_bytes(len))).await
+    }
+
+    /// Reads a handshake message whose `len`-byte length prefix the caller already consumed.
+    pub async fn read_body(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        self.buf.resize(len, 0);
+        self.io.read_exact(&mut self.buf).await?;
         let mut payload = vec![0u8; self.buf.len()];
         let n = self
             .state
