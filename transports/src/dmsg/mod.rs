@@ -6,4 +6,5 @@
 pub mod handshake;
 pub mod mux;
 pub mod noise;
+pub mod replay;
 pub mod wire;
