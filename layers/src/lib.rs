@@ -9,6 +9,7 @@ pub mod health;
 pub mod key;
 pub mod negative_cache;
 
+pub use handshake_queue::{HandshakeQueue, HandshakeQueueHandle, HandshakeQueueLayer};
 /// The boxed error type every layer in this crate returns (tower's `BoxError`).
 pub use tower::BoxError;
 
