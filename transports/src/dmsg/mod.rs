@@ -6,5 +6,9 @@
 pub mod handshake;
 pub mod mux;
 pub mod noise;
+pub mod ports;
 pub mod replay;
+pub mod server;
+pub mod session;
+pub mod stream;
 pub mod wire;
