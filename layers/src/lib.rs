@@ -9,5 +9,6 @@ pub mod health;
 pub mod key;
 pub mod negative_cache;
 
+pub use negative_cache::{KnownBad, NegativeCache, NegativeCacheHandle, NegativeCacheLayer};
 /// The boxed error type every layer in this crate returns (tower's `BoxError`).
 pub use tower::BoxError;
