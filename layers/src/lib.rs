@@ -10,6 +10,7 @@ pub mod key;
 pub mod negative_cache;
 
 pub use handshake_queue::{HandshakeQueue, HandshakeQueueHandle, HandshakeQueueLayer};
+pub use negative_cache::{KnownBad, NegativeCache, NegativeCacheHandle, NegativeCacheLayer};
 /// The boxed error type every layer in this crate returns (tower's `BoxError`).
 pub use tower::BoxError;
 
