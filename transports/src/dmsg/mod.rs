@@ -1,7 +1,10 @@
 //! DMSG: a relay network addressed by public key (`docs/protocol.md`).
 //!
-//! Work in progress (DMSG core issue). Landed so far: [`noise`], the Noise transport framing that
-//! sessions and end-to-end streams run over.
+//! Layers, bottom up: [`noise`] (Noise transport framing), [`handshake`] (the session handshake:
+//! preamble, XK, admission, identity proof), [`mux`] (yamux driven by one owner task),
+//! [`wire`] (control frames), [`replay`] (replay guard), [`ports`] (listeners and ephemeral
+//! ports), [`stream`] (end-to-end KK streams), [`session`] (client sessions), [`server`] (the
+//! relay server).
 
 pub mod handshake;
 pub mod mux;
