@@ -11,3 +11,5 @@ pub mod negative_cache;
 
 /// The boxed error type every layer in this crate returns (tower's `BoxError`).
 pub use tower::BoxError;
+
+pub use circuit_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
