@@ -44,7 +44,9 @@ async fn main() -> Result<(), BoxError> {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             if d.dst == "mallory" || (d.dst == "bob" && d.server == "srv-2") {
-                return Err::<String, BoxError>(format!("{} unreachable via {}", d.dst, d.server).into());
+                return Err::<String, BoxError>(
+                    format!("{} unreachable via {}", d.dst, d.server).into(),
+                );
             }
             Ok(format!("stream to {} via {}", d.dst, d.server))
         }
@@ -54,7 +56,8 @@ async fn main() -> Result<(), BoxError> {
         .failure_threshold(3)
         .open_duration(Duration::from_secs(60))
         .build();
-    let negative = NegativeCacheLayer::new(|d: &Dial| (d.dst, d.server)).ttl(Duration::from_secs(30));
+    let negative =
+        NegativeCacheLayer::new(|d: &Dial| (d.dst, d.server)).ttl(Duration::from_secs(30));
     let queue = HandshakeQueueLayer::new()
         .max_in_flight(2)
         .max_queued(2)
@@ -68,11 +71,20 @@ async fn main() -> Result<(), BoxError> {
         .service(dialer);
 
     println!("== a working dial");
-    let ok = svc.clone().oneshot(Dial { dst: "alice", server: "srv-1" }).await?;
+    let ok = svc
+        .clone()
+        .oneshot(Dial {
+            dst: "alice",
+            server: "srv-1",
+        })
+        .await?;
     println!("   {ok}");
 
     println!("== NegativeCache: a failed (destination, server) pair is skipped for 30 s");
-    let bad = Dial { dst: "bob", server: "srv-2" };
+    let bad = Dial {
+        dst: "bob",
+        server: "srv-2",
+    };
     let err = svc.clone().oneshot(bad.clone()).await.unwrap_err();
     println!("   first dial reached the dialer and failed: {err}");
     let before = dials.load(Ordering::Relaxed);
@@ -80,30 +92,67 @@ async fn main() -> Result<(), BoxError> {
     let kb = err
         .downcast_ref::<KnownBad<(&str, &str)>>()
         .ok_or("expected KnownBad")?;
-    assert_eq!(dials.load(Ordering::Relaxed), before, "a known-bad pair must not be dialed");
-    println!("   second dial refused at once: {err} (key {:?}, {:?} left)", kb.key, kb.expires_in);
-    let ok = svc.clone().oneshot(Dial { dst: "bob", server: "srv-3" }).await?;
+    assert_eq!(
+        dials.load(Ordering::Relaxed),
+        before,
+        "a known-bad pair must not be dialed"
+    );
+    println!(
+        "   second dial refused at once: {err} (key {:?}, {:?} left)",
+        kb.key, kb.expires_in
+    );
+    let ok = svc
+        .clone()
+        .oneshot(Dial {
+            dst: "bob",
+            server: "srv-3",
+        })
+        .await?;
     println!("   the same destination through another server still works: {ok}");
 
     println!("== CircuitBreaker: 3 consecutive failures to one destination open its circuit");
     for server in ["srv-1", "srv-2", "srv-3"] {
-        let err = svc.clone().oneshot(Dial { dst: "mallory", server }).await.unwrap_err();
+        let err = svc
+            .clone()
+            .oneshot(Dial {
+                dst: "mallory",
+                server,
+            })
+            .await
+            .unwrap_err();
         println!("   mallory via {server}: {err}");
     }
     let before = dials.load(Ordering::Relaxed);
-    let err = svc.clone().oneshot(Dial { dst: "mallory", server: "srv-4" }).await.unwrap_err();
+    let err = svc
+        .clone()
+        .oneshot(Dial {
+            dst: "mallory",
+            server: "srv-4",
+        })
+        .await
+        .unwrap_err();
     let open = err
         .downcast_ref::<CircuitOpen<&str>>()
         .ok_or("expected CircuitOpen")?;
-    assert_eq!(dials.load(Ordering::Relaxed), before, "an open circuit must not dial");
-    println!("   mallory via srv-4 (a fresh server): {err} (retry in {:?})", open.retry_after);
+    assert_eq!(
+        dials.load(Ordering::Relaxed),
+        before,
+        "an open circuit must not dial"
+    );
+    println!(
+        "   mallory via srv-4 (a fresh server): {err} (retry in {:?})",
+        open.retry_after
+    );
     println!("   breaker state: {:?}", breakers.state(&"mallory"));
 
     println!("== HandshakeQueue: 2 in flight, 2 waiting, the rest refused at once");
     let mut calls = Vec::new();
     for _ in 0..5 {
         let mut s = svc.clone();
-        let fut = s.ready().await?.call(Dial { dst: "slow", server: "srv-1" });
+        let fut = s.ready().await?.call(Dial {
+            dst: "slow",
+            server: "srv-1",
+        });
         calls.push(tokio::spawn(fut));
     }
     tokio::task::yield_now().await;

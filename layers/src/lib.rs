@@ -52,9 +52,9 @@ pub mod health;
 pub mod key;
 pub mod negative_cache;
 
+pub use circuit_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
 pub use handshake_queue::{HandshakeQueue, HandshakeQueueHandle, HandshakeQueueLayer};
+pub use health::{Health, HealthLayer, HealthRegistry};
 pub use negative_cache::{KnownBad, NegativeCache, NegativeCacheHandle, NegativeCacheLayer};
 /// The boxed error type every layer in this crate returns (tower's `BoxError`).
 pub use tower::BoxError;
-
-pub use health::{Health, HealthLayer, HealthRegistry};
