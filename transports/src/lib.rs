@@ -41,3 +41,4 @@
 
 pub mod dmsg;
 pub mod identity;
+mod io_delegate;

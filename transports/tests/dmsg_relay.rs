@@ -439,10 +439,19 @@ async fn leak_test_ten_thousand_streams_and_refusals() {
     }
     assert_eq!(srv.stats().relayed_total(), n as u64);
     eventually("bridges back to zero", || srv.stats().bridges() == 0).await;
-    eventually("tasks back to baseline", || {
-        srv.stats().tasks() == baseline_tasks
-    })
-    .await;
+    let stats = srv.stats().clone();
+    let start = std::time::Instant::now();
+    while stats.tasks() != baseline_tasks {
+        assert!(
+            start.elapsed() < T,
+            "tasks {} never returned to {baseline_tasks} (bridges {}, sessions {}, client open streams {})",
+            stats.tasks(),
+            stats.bridges(),
+            stats.sessions(),
+            sa.stats().open_streams()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     eventually("client streams closed", || sa.stats().open_streams() == 0).await;
     assert_eq!(a.ports().ephemeral_in_use(), 0);
 }

@@ -148,6 +148,20 @@ impl TaskGuard {
     }
 }
 
+/// Spawns `fut` into `set`, counted in [`ServerStats::tasks`] from now until it ends or is
+/// aborted (the count is taken before spawning, so a task not yet polled is counted too).
+fn spawn_counted<T, F>(set: &mut JoinSet<T>, stats: &Arc<ServerStats>, fut: F)
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let guard = TaskGuard::new(stats);
+    set.spawn(async move {
+        let _guard = guard;
+        fut.await
+    });
+}
+
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.tasks.fetch_sub(1, Ordering::Relaxed);
@@ -231,13 +245,12 @@ impl Server {
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(
-            shared.clone(),
-            listener,
-            queue_layer,
-            stop_rx,
-            done_tx,
-        ));
+        let guard = TaskGuard::new(&shared.stats);
+        let accept = accept_loop(shared.clone(), listener, queue_layer, stop_rx, done_tx);
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            accept.await
+        });
         Server {
             shared,
             local_addr,
@@ -302,7 +315,6 @@ async fn accept_loop(
     mut stop: oneshot::Receiver<()>,
     done: oneshot::Sender<()>,
 ) {
-    let _guard = TaskGuard::new(&shared.stats);
     let handshaker = {
         let shared = shared.clone();
         tower::service_fn(move |tcp: TcpStream| {
@@ -346,11 +358,7 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                let stats = shared.stats.clone();
-                handshakes.spawn(async move {
-                    let _guard = TaskGuard::new(&stats);
-                    (peer, fut.await)
-                });
+                spawn_counted(&mut handshakes, &shared.stats, async move { (peer, fut.await) });
             }
             Some(joined) = handshakes.join_next(), if !handshakes.is_empty() => {
                 let Ok((peer, result)) = joined else { continue };
@@ -421,7 +429,8 @@ fn start_session(
         tracing::info!(%client, "new session replaces the previous one");
     }
     drop(previous);
-    sessions.spawn(run_session(shared.clone(), mux, client, id, replaced_rx));
+    let session = run_session(shared.clone(), mux, client, id, replaced_rx);
+    spawn_counted(sessions, &shared.stats, session);
 }
 
 async fn run_session(
@@ -431,7 +440,6 @@ async fn run_session(
     id: u64,
     mut replaced: oneshot::Receiver<()>,
 ) {
-    let _guard = TaskGuard::new(&shared.stats);
     tracing::debug!(%client, "session open");
     let cfg = &shared.config;
     let slots = Arc::new(Semaphore::new(
@@ -446,16 +454,15 @@ async fn run_session(
             s = inbound.accept() => {
                 let Some(mut s) = s else { break };
                 if let Ok(permit) = slots.clone().try_acquire_owned() {
-                    let shared = shared.clone();
-                    streams.spawn(async move {
-                        let _guard = TaskGuard::new(&shared.stats);
-                        relay(&shared, client, s).await;
+                    let shared2 = shared.clone();
+                    spawn_counted(&mut streams, &shared.stats, async move {
+                        relay(&shared2, client, s).await;
                         drop(permit);
                     });
                 } else if let Ok(permit) = refusers.clone().try_acquire_owned() {
-                    let shared = shared.clone();
-                    streams.spawn(async move {
-                        let _guard = TaskGuard::new(&shared.stats);
+                    let shared2 = shared.clone();
+                    spawn_counted(&mut streams, &shared.stats, async move {
+                        let shared = shared2;
                         let deadline = shared.config.forward_timeout;
                         let work = refuse_unread(&mut s, &shared.key, Code::OverLimit);
                         let _ = tokio::time::timeout(deadline, work).await;

@@ -149,6 +149,13 @@ impl Endpoint {
             let _ = tcp.set_nodelay(true);
             self.establish_inner(tcp, server_pk).await
         };
+        self.within_handshake_timeout(fut).await
+    }
+
+    async fn within_handshake_timeout<F>(&self, fut: F) -> Result<ClientSession, SessionError>
+    where
+        F: Future<Output = Result<ClientSession, SessionError>>,
+    {
         tokio::time::timeout(self.inner.config.handshake_timeout, fut)
             .await
             .map_err(|_| SessionError::Timeout)?
@@ -163,12 +170,8 @@ impl Endpoint {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        tokio::time::timeout(
-            self.inner.config.handshake_timeout,
-            self.establish_inner(io, server_pk),
-        )
-        .await
-        .map_err(|_| SessionError::Timeout)?
+        self.within_handshake_timeout(self.establish_inner(io, server_pk))
+            .await
     }
 
     async fn establish_inner<T>(
