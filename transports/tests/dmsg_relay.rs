@@ -455,3 +455,34 @@ async fn leak_test_ten_thousand_streams_and_refusals() {
     eventually("client streams closed", || sa.stats().open_streams() == 0).await;
     assert_eq!(a.ports().ephemeral_in_use(), 0);
 }
+
+#[tokio::test]
+async fn server_registers_with_discovery_and_deletes_its_entry_on_shutdown() {
+    use skytower_transports::dmsg::disc::{Discovery, MemoryDiscovery};
+    let discovery = MemoryDiscovery::default();
+    let mut srv = server(ServerConfig {
+        max_sessions: 10,
+        ..ServerConfig::default()
+    })
+    .await;
+    let pk = srv.public_key();
+    let addr = srv.local_addr().to_string();
+    srv.register(
+        std::sync::Arc::new(discovery.clone()),
+        addr.clone(),
+        Duration::from_secs(60),
+    );
+    eventually("entry posted", || discovery.get(&pk).is_some()).await;
+    let entry = discovery.entry(pk).await.unwrap();
+    assert!(entry.verify().is_ok());
+    let section = entry.server.unwrap();
+    assert_eq!(section.address, addr);
+    assert_eq!(section.available_sessions, 10);
+    let listed = discovery.available_servers().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    srv.shutdown().await;
+    assert!(
+        discovery.get(&pk).is_none(),
+        "entry must be deleted on shutdown"
+    );
+}

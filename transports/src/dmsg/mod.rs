@@ -1,11 +1,12 @@
 //! DMSG: a relay network addressed by public key (`docs/protocol.md`).
 //!
-//! Layers, bottom up: [`noise`] (Noise transport framing), [`handshake`] (the session handshake:
+//! Discovery entries and the client trait are in [`disc`]. Layers, bottom up: [`noise`] (Noise transport framing), [`handshake`] (the session handshake:
 //! preamble, XK, admission, identity proof), [`mux`] (yamux driven by one owner task),
 //! [`wire`] (control frames), [`replay`] (replay guard), [`ports`] (listeners and ephemeral
 //! ports), [`stream`] (end-to-end KK streams), [`session`] (client sessions), [`server`] (the
 //! relay server).
 
+pub mod disc;
 pub mod handshake;
 pub mod mux;
 pub mod noise;

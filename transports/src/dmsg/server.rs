@@ -37,14 +37,15 @@ use std::time::Duration;
 use skytower_layers::handshake_queue::{HandshakeQueueHandle, HandshakeQueueLayer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tower::{Layer, Service, ServiceExt};
 
+use super::disc::{DeleteRequest, Discovery, Entry};
 use super::handshake::{self, Admission, HandshakeError, RefuseReason};
 use super::mux::{self, Mux, MuxConfig, MuxStream, Opener};
 use super::noise::NoiseStream;
-use super::replay::{ReplayError, ReplayGuard};
+use super::replay::{ReplayError, ReplayGuard, unix_ms_now};
 use super::session::AbortOnDrop;
 use super::stream::{digest, refuse, refuse_unread};
 use super::wire::{self, Code, Probe, SignedRequest, SignedResponse};
@@ -183,11 +184,31 @@ struct Shared {
     stats: Arc<ServerStats>,
     next_id: AtomicU64,
     shutting_down: AtomicBool,
+    /// The session count, for registration updates.
+    session_count: watch::Sender<usize>,
 }
 
 impl Shared {
+    fn new(key: SecretKey, config: ServerConfig, replay: ReplayGuard) -> Arc<Self> {
+        Arc::new(Shared {
+            key,
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            replay,
+            stats: Arc::new(ServerStats::default()),
+            next_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            session_count: watch::channel(0).0,
+        })
+    }
+
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<PublicKey, SessionEntry>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_session_count(&self, n: usize) {
+        self.stats.sessions.store(n, Ordering::Relaxed);
+        self.session_count.send_replace(n);
     }
 }
 
@@ -198,6 +219,7 @@ pub struct Server {
     local_addr: SocketAddr,
     queue: HandshakeQueueHandle,
     accept_task: Option<AbortOnDrop>,
+    registration: Option<(AbortOnDrop, Arc<dyn Discovery>)>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<oneshot::Receiver<()>>,
 }
@@ -234,15 +256,7 @@ impl Server {
             .max_queued(config.handshake_queue)
             .timeout(config.handshake_timeout);
         let queue = queue_layer.handle();
-        let shared = Arc::new(Shared {
-            key,
-            config,
-            sessions: Mutex::new(HashMap::new()),
-            replay,
-            stats: Arc::new(ServerStats::default()),
-            next_id: AtomicU64::new(1),
-            shutting_down: AtomicBool::new(false),
-        });
+        let shared = Shared::new(key, config, replay);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let guard = TaskGuard::new(&shared.stats);
@@ -256,6 +270,7 @@ impl Server {
             local_addr,
             queue,
             accept_task: Some(AbortOnDrop(task.abort_handle())),
+            registration: None,
             stop: Some(stop_tx),
             done: Some(done_rx),
         }
@@ -294,9 +309,36 @@ impl Server {
         self.shared.sessions().keys().copied().collect()
     }
 
+    /// Registers this server with `discovery` as reachable at `public_addr` (`host:port`), and
+    /// keeps the entry fresh: re-posted every `refresh` (the discovery keeps server entries for
+    /// two refresh periods) and, when the number of free sessions changes, at most once per
+    /// second. The task belongs to the server; [`shutdown`](Self::shutdown) deletes the entry.
+    pub fn register(
+        &mut self,
+        discovery: Arc<dyn Discovery>,
+        public_addr: String,
+        refresh: Duration,
+    ) {
+        let task = tokio::spawn(keep_registered(
+            self.shared.clone(),
+            discovery.clone(),
+            public_addr,
+            refresh,
+        ));
+        self.registration = Some((AbortOnDrop(task.abort_handle()), discovery));
+    }
+
     /// Stops accepting, closes every session (their streams fail), and waits for every task of
     /// the server to end.
     pub async fn shutdown(mut self) {
+        if let Some((task, discovery)) = self.registration.take() {
+            drop(task);
+            // Best effort: remove our entry so clients stop choosing this server.
+            let delete = discovery.delete_entry(DeleteRequest::new(&self.shared.key));
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), delete).await {
+                tracing::debug!(error = %e, "could not delete the discovery entry");
+            }
+        }
         self.shared.shutting_down.store(true, Ordering::Relaxed);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -305,6 +347,56 @@ impl Server {
             let _ = done.await;
         }
         self.accept_task.take();
+    }
+}
+
+/// Posts the server entry now, then on every `refresh` tick and (debounced to one per second)
+/// when the free-session count changes. Failures are retried at the next tick or change.
+async fn keep_registered(
+    shared: Arc<Shared>,
+    discovery: Arc<dyn Discovery>,
+    address: String,
+    refresh: Duration,
+) {
+    let mut counts = shared.session_count.subscribe();
+    let mut sequence = 0u64;
+    let mut ticker = tokio::time::interval(refresh.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate
+    let mut last_posted: Option<u32> = None;
+    loop {
+        let available = shared
+            .config
+            .max_sessions
+            .saturating_sub(*counts.borrow_and_update());
+        let available = u32::try_from(available).unwrap_or(u32::MAX);
+        let mut entry = Entry::new_server(shared.key.public_key(), address.clone(), available);
+        // Sequences survive restarts: they follow the clock, and always increase.
+        sequence = sequence.saturating_add(1).max(unix_ms_now());
+        entry.sequence = sequence;
+        entry.sign(&shared.key);
+        match discovery.post_entry(entry).await {
+            Ok(()) => {
+                last_posted = Some(available);
+                tracing::debug!(available, "server entry posted");
+            }
+            Err(e) => tracing::warn!(error = %e, "could not post the server entry"),
+        }
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => break,
+                changed = counts.changed() => {
+                    if changed.is_err() {
+                        return; // the server is gone
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let now = shared.config.max_sessions.saturating_sub(*counts.borrow());
+                    if last_posted != Some(u32::try_from(now).unwrap_or(u32::MAX)) {
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -388,7 +480,7 @@ async fn accept_loop(
     {
         let mut map = shared.sessions();
         map.clear();
-        shared.stats.sessions.store(0, Ordering::Relaxed);
+        shared.set_session_count(0);
     }
     let close_bound = shared.config.mux.close_timeout + Duration::from_secs(1);
     if tokio::time::timeout(close_bound, async {
@@ -421,7 +513,7 @@ fn start_session(
                 _replaced: replaced_tx,
             },
         );
-        shared.stats.sessions.store(map.len(), Ordering::Relaxed);
+        shared.set_session_count(map.len());
         previous
     };
     if previous.is_some() {
@@ -482,7 +574,7 @@ async fn run_session(
         if map.get(&client).is_some_and(|e| e.id == id) {
             map.remove(&client);
         }
-        shared.stats.sessions.store(map.len(), Ordering::Relaxed);
+        shared.set_session_count(map.len());
     }
     streams.shutdown().await;
     let _ = mux.close().await;
@@ -683,5 +775,85 @@ impl AsyncWrite for Tracked {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dmsg::disc::MemoryDiscovery;
+
+    fn shared(max_sessions: usize) -> Arc<Shared> {
+        let config = ServerConfig {
+            max_sessions,
+            ..ServerConfig::default()
+        };
+        let replay = ReplayGuard::new(Duration::from_secs(30), 16);
+        Shared::new(SecretKey::generate().unwrap(), config, replay)
+    }
+
+    fn available(d: &MemoryDiscovery, pk: &PublicKey) -> Option<(u32, u64)> {
+        d.get(pk)
+            .and_then(|e| e.server.map(|s| (s.available_sessions, e.sequence)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn registration_posts_at_once_then_on_changes_and_refresh() {
+        let shared = shared(100);
+        let pk = shared.key.public_key();
+        let d = MemoryDiscovery::default();
+        let task = tokio::spawn(keep_registered(
+            shared.clone(),
+            Arc::new(d.clone()),
+            "127.0.0.1:9".into(),
+            Duration::from_secs(60),
+        ));
+        tokio::task::yield_now().await;
+        let (free, seq0) = available(&d, &pk).unwrap();
+        assert_eq!(free, 100);
+        // A change is posted after the 1 s debounce, not before.
+        shared.set_session_count(5);
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert_eq!(available(&d, &pk).unwrap().0, 100);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let (free, seq1) = available(&d, &pk).unwrap();
+        assert_eq!(free, 95);
+        assert!(seq1 > seq0);
+        // A burst of changes that ends where it started posts nothing.
+        shared.set_session_count(6);
+        shared.set_session_count(5);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(available(&d, &pk).unwrap().1, seq1);
+        // The refresh re-posts unchanged content with a higher sequence.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let (free, seq2) = available(&d, &pk).unwrap();
+        assert_eq!(free, 95);
+        assert!(seq2 > seq1);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn registration_survives_discovery_rejections() {
+        let shared = shared(10);
+        let pk = shared.key.public_key();
+        let d = MemoryDiscovery::default();
+        // An entry from a "previous run" with a far-future sequence blocks our posts...
+        let mut stale = Entry::new_server(pk, "127.0.0.1:9", 1);
+        stale.sequence = u64::MAX;
+        stale.sign(&shared.key);
+        d.post_entry(stale).await.unwrap();
+        let task = tokio::spawn(keep_registered(
+            shared.clone(),
+            Arc::new(d.clone()),
+            "127.0.0.1:9".into(),
+            Duration::from_secs(60),
+        ));
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        // ...the loop keeps running (logs and retries) instead of dying.
+        assert!(!task.is_finished());
+        // Once the stale entry expires, the next refresh registers us.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(available(&d, &pk).unwrap().0, 10);
+        task.abort();
     }
 }

@@ -27,7 +27,7 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::identity::{PublicKey, PublicKeyError, SecretKey, Signature, SigningContext};
+use crate::identity::{PublicKey, PublicKeyError, SecretKey, Signature, SigningContext, contexts};
 
 /// Protocol version carried in control frames.
 pub const VERSION: u8 = 1;
@@ -39,9 +39,9 @@ pub const MAX_NOISE_LEN: usize = 256;
 pub const EPHEMERAL_PORTS_START: u16 = 49_152;
 
 /// Signing context of stream requests.
-pub const STREAM_REQUEST_CONTEXT: SigningContext = SigningContext::new("dmsg/stream-request");
+pub const STREAM_REQUEST_CONTEXT: SigningContext = contexts::DMSG_STREAM_REQUEST;
 /// Signing context of stream responses (accepts and refusals).
-pub const STREAM_RESPONSE_CONTEXT: SigningContext = SigningContext::new("dmsg/stream-response");
+pub const STREAM_RESPONSE_CONTEXT: SigningContext = contexts::DMSG_STREAM_RESPONSE;
 
 const T_REQUEST: u8 = 0x01;
 const T_RESPONSE: u8 = 0x02;

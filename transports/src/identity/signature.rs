@@ -107,6 +107,12 @@ pub mod contexts {
     /// The identity proof inside a DMSG session handshake (signature over the Noise handshake
     /// hash), when one is needed on top of the derived Noise static key.
     pub const DMSG_HANDSHAKE: SigningContext = SigningContext::new("dmsg/session-handshake");
+    /// A DMSG stream request (`docs/protocol.md` §3.3).
+    pub const DMSG_STREAM_REQUEST: SigningContext = SigningContext::new("dmsg/stream-request");
+    /// A DMSG stream response or refusal (`docs/protocol.md` §3.4).
+    pub const DMSG_STREAM_RESPONSE: SigningContext = SigningContext::new("dmsg/stream-response");
+    /// A request to delete a DMSG discovery entry (fresh, timestamped; never a stored entry).
+    pub const DMSG_ENTRY_DELETE: SigningContext = SigningContext::new("dmsg-discovery/delete");
     /// A transport discovery entry (a transport between two visors).
     pub const TRANSPORT_ENTRY: SigningContext = SigningContext::new("transport-discovery/entry");
     /// A service discovery entry (a service advertised by a visor).
@@ -118,6 +124,9 @@ pub mod contexts {
     pub const ALL: &[SigningContext] = &[
         DMSG_ENTRY,
         DMSG_HANDSHAKE,
+        DMSG_STREAM_REQUEST,
+        DMSG_STREAM_RESPONSE,
+        DMSG_ENTRY_DELETE,
         TRANSPORT_ENTRY,
         SERVICE_ENTRY,
         HTTP_AUTH,
