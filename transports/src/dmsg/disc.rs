@@ -442,20 +442,21 @@ mod tests {
         let mut e = Entry::new_client(key.public_key(), vec![other]);
         e.sign(&key);
         assert!(e.verify().is_ok());
-        let tamper: Vec<Box<dyn Fn(&mut Entry)>> = vec![
-            Box::new(|e| e.sequence += 1),
-            Box::new(|e| e.timestamp += 1),
-            Box::new(|e| {
+        type Tamper = fn(&mut Entry);
+        let tamper: [Tamper; 4] = [
+            |e| e.sequence += 1,
+            |e| e.timestamp += 1,
+            |e| {
                 e.client = Some(ClientSection {
                     delegated_servers: vec![],
                 })
-            }),
-            Box::new(|e| {
+            },
+            |e| {
                 e.server = Some(ServerSection {
                     address: "h:1".into(),
                     available_sessions: 1,
                 })
-            }),
+            },
         ];
         for t in tamper {
             let mut bad = e.clone();
