@@ -42,3 +42,5 @@
 pub mod dmsg;
 pub mod identity;
 mod io_delegate;
+#[cfg(feature = "testing")]
+pub mod testing;

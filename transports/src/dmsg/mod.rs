@@ -6,6 +6,7 @@
 //! ports), [`stream`] (end-to-end KK streams), [`session`] (client sessions), [`server`] (the
 //! relay server).
 
+pub mod client;
 pub mod disc;
 pub mod handshake;
 pub mod mux;
@@ -16,3 +17,5 @@ pub mod server;
 pub mod session;
 pub mod stream;
 pub mod wire;
+
+pub use client::{Client, ClientConfig, ClientDialError};

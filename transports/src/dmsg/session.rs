@@ -8,11 +8,14 @@
 //! inbound handshake closes only that stream.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use skytower_layers::HandshakeQueueLayer;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
@@ -123,6 +126,11 @@ impl Endpoint {
         self.inner.key.public_key()
     }
 
+    /// The identity key (for signing entries).
+    pub(crate) fn secret(&self) -> &SecretKey {
+        &self.inner.key
+    }
+
     /// The port table (for counters).
     pub fn ports(&self) -> &Ports {
         &self.inner.ports
@@ -182,6 +190,11 @@ impl Endpoint {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let io = Counted {
+            io,
+            counters: Arc::new(IoCounters::default()),
+        };
+        let counters = io.counters.clone();
         let (transport, params) = handshake::connect(io, &self.inner.key, &server_pk).await?;
         let mut mux = Mux::spawn(transport, mux::Mode::Client, self.inner.config.mux.clone());
         let inbound = mux.take_inbound();
@@ -196,6 +209,8 @@ impl Endpoint {
             mux,
             acceptor: AbortOnDrop(acceptor.abort_handle()),
             connected_at: std::time::SystemTime::now(),
+            counters,
+            last_rtt: std::sync::Mutex::new(None),
         })
     }
 }
@@ -263,6 +278,8 @@ pub struct ClientSession {
     mux: Mux,
     acceptor: AbortOnDrop,
     connected_at: std::time::SystemTime,
+    counters: Arc<IoCounters>,
+    last_rtt: std::sync::Mutex<Option<Duration>>,
 }
 
 impl ClientSession {
@@ -312,7 +329,28 @@ impl ClientSession {
         )
         .await
         .map_err(|_| DialError::Timeout)??;
-        Ok(start.elapsed())
+        let rtt = start.elapsed();
+        *self
+            .last_rtt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rtt);
+        Ok(rtt)
+    }
+
+    /// Bytes received and sent on the session's connection (encrypted, all streams).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.counters.read.load(Ordering::Relaxed),
+            self.counters.written.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The round-trip time measured by the last successful [`ping`](Self::ping).
+    pub fn last_rtt(&self) -> Option<Duration> {
+        *self
+            .last_rtt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Closes the session gracefully.
@@ -335,5 +373,54 @@ pub(crate) struct AbortOnDrop(pub(crate) AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Byte counters of one connection.
+#[derive(Debug, Default)]
+struct IoCounters {
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+/// A byte stream that counts what crosses it.
+struct Counted<T> {
+    io: T,
+    counters: Arc<IoCounters>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.counters.read.fetch_add(n, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.counters.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
