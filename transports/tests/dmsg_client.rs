@@ -138,26 +138,48 @@ async fn server_restart_clients_reconnect_and_dials_work_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_session_changes_makes_few_entry_updates() {
-    let net = TestNetwork::start(3).await;
+    let net = TestNetwork::start(2).await;
     let b = net
         .client_with(ClientConfig {
-            publish_debounce: Duration::from_millis(300),
+            publish_debounce: Duration::from_millis(500),
             ..config(0)
         })
         .await;
     net.wait_published(&b).await;
     let before = net.discovery().posts(&b.public_key());
-    // 100 connect-all rounds: the session set does not change, so nothing is posted.
-    for _ in 0..100 {
-        b.connect_all().await.unwrap();
+    // 100 session changes in a burst: drop and re-open a session 50 times.
+    let server = net.server_keys()[1];
+    let mut changes = 0;
+    while changes < 100 {
+        assert!(b.disconnect(&server));
+        b.connect(server).await.unwrap();
+        changes += 2;
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let after = net.discovery().posts(&b.public_key());
+    // Let the debounce settle, then count: the set ended where it started.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let posts = net.discovery().posts(&b.public_key()) - before;
     assert!(
-        after - before <= 1,
-        "{} posts for no change",
-        after - before
+        posts <= 2,
+        "{posts} entry updates for a burst of 100 session changes"
     );
+    // A real change is published (once).
+    assert!(b.disconnect(&net.server_keys()[0]));
+    let expected = net.discovery().posts(&b.public_key());
+    eventually("the change is published", || {
+        net.discovery().posts(&b.public_key()) > expected
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_removes_the_client_entry() {
+    let net = TestNetwork::start(1).await;
+    let b = net.client_with(config(1)).await;
+    net.wait_published(&b).await;
+    let pk = b.public_key();
+    assert!(net.discovery().store().get(&pk).is_some());
+    b.close().await;
+    assert!(net.discovery().store().get(&pk).is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -440,6 +440,21 @@ impl Client {
         Ok(Inner::lock(&self.inner.sessions).len())
     }
 
+    /// Opens a session with `server` now (if there is none).
+    pub async fn connect(&self, server: PublicKey) -> Result<(), BoxError> {
+        self.inner.ensure_session(server).await.map(drop)
+    }
+
+    /// Closes the session with `server`, if any (the maintenance task replaces it when the client
+    /// is below `min_sessions`). Returns whether there was one.
+    pub fn disconnect(&self, server: &PublicKey) -> bool {
+        let removed = Inner::lock(&self.inner.sessions).remove(server);
+        if removed.is_some() {
+            self.inner.changed.notify_one();
+        }
+        removed.is_some()
+    }
+
     /// A snapshot of every session.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.inner
