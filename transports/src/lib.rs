@@ -5,7 +5,11 @@
 //!   derived from the identity (`docs/identity.md`).
 //! - [`dmsg`]: the DMSG protocol (`docs/protocol.md`): Noise XK sessions with yamux over the
 //!   encrypted transport, end-to-end Noise KK streams relayed by a server, the relay
-//!   [`Server`](dmsg::server::Server) and the client [`Endpoint`](dmsg::session::Endpoint).
+//!   [`Server`](dmsg::server::Server), the session-level [`Endpoint`](dmsg::session::Endpoint)
+//!   and the discovery-driven [`Client`](dmsg::Client) with its dial ladder.
+//! - [`connector`]: one [`Connector`](connector::Connector) (`tower::Service<Target>` and
+//!   `Service<Uri>` for hyper-util) for `tcp://` and `dmsg://` targets, and one
+//!   [`Listener`](connector::Listener) for both.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -39,6 +43,7 @@
 
 #![warn(missing_docs)]
 
+pub mod connector;
 pub mod dmsg;
 pub mod identity;
 mod io_delegate;
