@@ -7,6 +7,7 @@
 //! relay server).
 
 pub mod client;
+mod copy;
 pub mod disc;
 pub mod handshake;
 pub mod mux;

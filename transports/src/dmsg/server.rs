@@ -712,7 +712,8 @@ async fn bridge(a: MuxStream, b: MuxStream, idle: Duration, buffer: usize) {
         start,
         last: last.clone(),
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, buffer, buffer);
+    // Buffers exist only while data flows: an idle bridge holds none.
+    let copy = super::copy::copy_bidirectional_lazy(&mut a, &mut b, buffer);
     let watchdog = async {
         loop {
             let seen = Duration::from_millis(last.load(Ordering::Relaxed));
