@@ -671,7 +671,8 @@ async fn forward(
         let mut b = opener.open().await.map_err(io::Error::other)?;
         wire::write_frame(&mut b, request.as_bytes()).await?;
         let body = wire::read_frame(&mut b).await?;
-        let response = SignedResponse::decode(&body)?;
+        // B's session is authenticated and A verifies B's signature: no need to verify here.
+        let response = SignedResponse::decode_unverified(&body)?;
         Ok::<_, wire::WireError>((b, response, body))
     }
     .await;
