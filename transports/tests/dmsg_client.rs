@@ -272,3 +272,116 @@ async fn cancelled_dials_leave_nothing_behind_on_any_party() {
     );
     drain.abort();
 }
+
+/// A TCP proxy that can freeze its existing connections (bytes stop moving both ways, the
+/// sockets stay open: a relay that hangs without closing); later connections flow normally.
+struct FreezableProxy {
+    addr: std::net::SocketAddr,
+    /// Connections with an id below this are frozen.
+    frozen_below: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    next_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn pump(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    id: u64,
+    frozen_below: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Bounded: a frozen connection is held for at most 60 s (the test ends long before).
+        let mut waited = 0;
+        while id < frozen_below.load(Ordering::Relaxed) && waited < 6000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl FreezableProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen_below = std::sync::Arc::new(AtomicU64::new(0));
+        let next_id = std::sync::Arc::new(AtomicU64::new(0));
+        let (fb, ids) = (frozen_below.clone(), next_id.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                tokio::spawn(pump(dr, uw, id, fb.clone()));
+                tokio::spawn(pump(ur, dw, id, fb.clone()));
+            }
+        });
+        FreezableProxy {
+            addr,
+            frozen_below,
+            next_id,
+            _task: task,
+        }
+    }
+
+    fn freeze_existing(&self) {
+        use std::sync::atomic::Ordering;
+        self.frozen_below
+            .store(self.next_id.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_session_fails_its_keep_alive_and_is_replaced() {
+    use skytower_transports::dmsg::server::{Server, ServerConfig};
+    use skytower_transports::identity::SecretKey;
+    let discovery = std::sync::Arc::new(skytower_transports::testing::TestDiscovery::default());
+    let mut server = Server::bind(
+        SecretKey::generate().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let proxy = FreezableProxy::start(server.local_addr()).await;
+    // Clients reach the server only through the proxy.
+    server.register(
+        discovery.clone(),
+        proxy.addr.to_string(),
+        Duration::from_secs(60),
+    );
+    let pk = server.public_key();
+    eventually("server registered", || discovery.store().get(&pk).is_some()).await;
+    let mut cfg = config(1);
+    cfg.keepalive = Duration::from_millis(300);
+    cfg.session.stream_handshake_timeout = Duration::from_millis(500);
+    let client = skytower_transports::dmsg::Client::start(
+        SecretKey::generate().unwrap(),
+        discovery.clone(),
+        cfg,
+    );
+    assert_eq!(client.wait_for_sessions(1, T).await, 1);
+    let first = client.sessions()[0].connected_since;
+    proxy.freeze_existing();
+    // The hung session stops answering pings; the client closes it and opens a new one.
+    eventually("session replaced", || {
+        client
+            .sessions()
+            .first()
+            .is_some_and(|s| s.connected_since > first && s.last_rtt.is_some())
+    })
+    .await;
+    assert_eq!(client.sessions().len(), 1);
+}
