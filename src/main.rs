@@ -1,12 +1,14 @@
 //! The `skytower` command.
 //!
-//! Today it manages identity keys; the network commands (`up`, the node daemon, `sessions`,
-//! `connect-all`, fetch) and every service as a subcommand arrive with their issues.
+//! Today it manages identity keys and runs the DMSG relay server (`skytower dmsg-server`, the
+//! same flags and config file as the `dmsg-server` binary); the network commands (`up`, the node
+//! daemon, `sessions`, `connect-all`, fetch) and the other services arrive with their issues.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use skytower::services::dmsg_server::{self, DmsgServerArgs};
 use skytower::transports::identity::{KeyFormat, SecretKey};
 
 const VERSION: &str = concat!(
@@ -44,6 +46,9 @@ enum Command {
         #[arg(long, short)]
         key: PathBuf,
     },
+    /// Run a DMSG relay server (the same flags and config file as the `dmsg-server` binary).
+    #[command(after_help = dmsg_server::AFTER_HELP)]
+    DmsgServer(Box<DmsgServerArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -70,15 +75,22 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // The messages already carry their causes; print a cause only if it adds something.
+            let mut shown = e.to_string();
+            eprintln!("error: {shown}");
             let mut source = e.source();
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                let text = s.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    shown.push_str(&text);
+                }
                 source = s.source();
             }
             ExitCode::FAILURE
@@ -101,6 +113,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Pubkey { key } => {
             let key = SecretKey::load(&key)?;
             println!("{}", key.public_key());
+        }
+        Command::DmsgServer(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(dmsg_server::execute(*args))?;
         }
     }
     Ok(())
