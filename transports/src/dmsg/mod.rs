@@ -7,6 +7,7 @@
 //! relay server).
 
 pub mod disc;
+pub mod disc_http;
 pub mod handshake;
 pub mod mux;
 pub mod noise;
