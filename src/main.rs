@@ -45,7 +45,7 @@ enum Command {
         key: PathBuf,
     },
     /// Run the DMSG discovery service (`docs/api/dmsg-discovery.md`).
-    DmsgDiscovery(skytower::services::dmsg_discovery::Args),
+    DmsgDiscovery(Box<skytower::services::dmsg_discovery::Args>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -104,7 +104,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let key = SecretKey::load(&key)?;
             println!("{}", key.public_key());
         }
-        Command::DmsgDiscovery(args) => skytower::services::dmsg_discovery::run_cli(args)?,
+        Command::DmsgDiscovery(args) => skytower::services::dmsg_discovery::run_cli(*args)?,
     }
     Ok(())
 }
