@@ -188,6 +188,9 @@ pub struct Args {
     /// Requests handled at once (more get 503).
     #[arg(long, default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Most entries returned by `all_servers` and `entries`.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_list: usize,
     /// How often expired entries are purged.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub purge_interval: Duration,
@@ -223,9 +226,9 @@ impl From<Args> for Config {
             max_body_bytes: a.max_body,
             request_timeout: a.request_timeout,
             max_in_flight: a.max_in_flight,
+            max_list: a.max_list,
             purge_interval: a.purge_interval,
             grace: a.grace,
-            ..Config::default()
         }
     }
 }
