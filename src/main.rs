@@ -49,6 +49,8 @@ enum Command {
     /// Run a DMSG relay server (the same flags and config file as the `dmsg-server` binary).
     #[command(after_help = dmsg_server::AFTER_HELP)]
     DmsgServer(Box<DmsgServerArgs>),
+    /// Run the DMSG discovery service (`docs/api/dmsg-discovery.md`).
+    DmsgDiscovery(Box<skytower::services::dmsg_discovery::Args>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -120,6 +122,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .build()?;
             runtime.block_on(dmsg_server::execute(*args))?;
         }
+        Command::DmsgDiscovery(args) => skytower::services::dmsg_discovery::run_cli(*args)?,
     }
     Ok(())
 }

@@ -1,9 +1,13 @@
 //! skytower services: the service binaries of the network.
 //!
-//! Today: [`dmsg_server`], the DMSG relay server as a configurable service (binary
-//! `dmsg-server`, also `skytower dmsg-server`). The shared "service mode" and the other
-//! services (dmsg-discovery, transport/service discovery, address resolver, ...) arrive with
-//! their issues. The crate also re-exports the crates every service builds on.
+//! - [`dmsg_server`]: the DMSG relay server as a configurable service (binary `dmsg-server`, also
+//!   `skytower dmsg-server`).
+//! - [`dmsg_discovery`]: the DMSG discovery service (signed entries with TTLs, an embedded store
+//!   and a Redis store, per-key rate limits; `skytower dmsg-discovery`).
+//!
+//! The shared "service mode" and the other services (transport/service discovery, address
+//! resolver, ...) arrive with their issues. The crate also re-exports the crates every service
+//! builds on.
 //!
 //! # Example: config parsing
 //!
@@ -49,6 +53,7 @@
 
 #![warn(missing_docs)]
 
+pub mod dmsg_discovery;
 pub mod dmsg_server;
 
 pub use skytower_layers as layers;

@@ -84,7 +84,10 @@ async fn hyper_client_fetches_over_tcp_and_dmsg_and_pools_dmsg_streams() {
     // against waiting for a pooled connection that is not idle yet, so a request that follows
     // at once may open another stream; fewer streams than requests proves reuse.
     let streams = dmsg_conns.load(Ordering::Relaxed);
-    assert!(streams < 10, "{streams} DMSG streams for 10 requests: no reuse");
+    assert!(
+        streams < 10,
+        "{streams} DMSG streams for 10 requests: no reuse"
+    );
     assert_eq!(tcp_conns.load(Ordering::Relaxed), 1);
 }
 

@@ -9,6 +9,7 @@
 pub mod client;
 mod copy;
 pub mod disc;
+pub mod disc_http;
 pub mod handshake;
 pub mod mux;
 pub mod noise;
