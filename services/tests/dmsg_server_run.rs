@@ -322,7 +322,7 @@ const FLAGS: &[&str] = &[
 ];
 
 #[test]
-fn binary_help_mentions_every_flag_and_the_discovery_caveat() {
+fn binary_help_mentions_every_flag_and_discovery_registration() {
     let (status, out, _) = run_binary(&["--help"]);
     assert!(status.success());
     for flag in FLAGS {
@@ -331,7 +331,7 @@ fn binary_help_mentions_every_flag_and_the_discovery_caveat() {
             "--help lacks {flag}:\n{out}"
         );
     }
-    assert!(out.contains("registration is not implemented yet"), "{out}");
+    assert!(out.contains("registers its entry"), "{out}");
     assert!(out.contains("docs/dmsg-server.md"), "{out}");
 }
 
@@ -358,4 +358,79 @@ fn binary_print_config_prints_the_effective_config_and_exits() {
     assert_eq!(printed.limits.max_streams_per_session, 7);
     assert_eq!(printed.key_file, dir.path().join("dmsg-server.key"));
     assert!(!printed.key_file.exists(), "--print-config creates nothing");
+}
+
+/// The relay registers with a real dmsg-discovery over HTTP, stays listed, and removes its entry
+/// on shutdown; a DMSG client that only knows the discovery URL finds it and connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_with_dmsg_discovery_and_deletes_its_entry_on_shutdown() {
+    use skytower_services::dmsg_discovery::{Config, DiscoveryServer};
+    use skytower_services::transports::dmsg::disc::Discovery;
+    use skytower_services::transports::dmsg::disc_http::HttpDiscovery;
+    use skytower_services::transports::dmsg::{Client, ClientConfig};
+
+    let discovery = DiscoveryServer::bind(Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        allow_loopback: true,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let disc_addr = discovery.local_addr().unwrap();
+    let (stop_disc, disc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let disc_task = tokio::spawn(discovery.serve(async {
+        let _ = disc_stopped.await;
+    }));
+    let url = format!("http://{disc_addr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DmsgServerConfig {
+        discovery: Some(url.clone()),
+        ..local_config(dir.path())
+    };
+    config.limits.max_sessions = 10;
+    let server = DmsgServer::start(config).await.unwrap();
+    let pk = server.public_key();
+    let public_addr = server.public_addr().to_owned();
+    let http = HttpDiscovery::new(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entry = loop {
+        if let Ok(entry) = http.entry(pk).await {
+            break entry;
+        }
+        assert!(Instant::now() < deadline, "the server never registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let section = entry.server.expect("a server entry");
+    assert_eq!(section.address, public_addr);
+    assert_eq!(section.available_sessions, 10);
+
+    // A client that knows only the discovery finds the server and holds a session.
+    let client = Client::start(
+        SecretKey::generate().unwrap(),
+        std::sync::Arc::new(HttpDiscovery::new(&url).unwrap()),
+        ClientConfig::default(),
+    );
+    assert_eq!(
+        client.wait_for_sessions(1, Duration::from_secs(10)).await,
+        1
+    );
+    assert_eq!(client.sessions()[0].server, pk);
+    drop(client);
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        http.entry(pk).await.is_err(),
+        "the entry must be deleted on shutdown"
+    );
+    stop_disc.send(()).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), disc_task).await;
 }

@@ -18,8 +18,9 @@ On start the server prints one line on stdout, `listening <bound addr> <public k
 to stderr (RUST_LOG sets the level; default info). SIGINT or SIGTERM shuts it down gracefully
 within --grace and exits 0. Errors in the config, the key file or the bind exit 1.
 
-Discovery registration is not implemented yet: it arrives with the DMSG client issue. Until
-then --discovery / `discovery` is validated but never contacted.";
+With --discovery / `discovery` set, the server registers its entry (public_addr, free sessions)
+with that dmsg-discovery, refreshes it every minute and when its free sessions change, and
+deletes it on shutdown.";
 
 /// Flags of the DMSG relay server. Every value flag overrides the same field of the config
 /// file (named in brackets); [`resolve`](Self::resolve) merges them.
@@ -47,8 +48,7 @@ pub struct DmsgServerArgs {
     #[arg(long)]
     pub generate_key: bool,
 
-    /// Discovery URL, http:// or https:// [file: discovery]. Validated only: registration is not
-    /// implemented yet (it arrives with the DMSG client issue).
+    /// dmsg-discovery URL to register with, http:// [file: discovery; default: not registered].
     #[arg(long, value_name = "URL", value_parser = parse_url)]
     pub discovery: Option<String>,
 

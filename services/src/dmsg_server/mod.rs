@@ -9,8 +9,8 @@
 //!   bind, log stats periodically, shut down gracefully (bounded) when the given future
 //!   completes; [`execute`] is what the binaries run (signals, `--print-config`).
 //!
-//! Discovery registration is not implemented yet (it arrives with the DMSG client issue): the
-//! `discovery` URL is validated and kept, never contacted.
+//! With a `discovery` URL the server registers its entry with that dmsg-discovery, keeps it fresh
+//! and deletes it on shutdown (`transports::dmsg::server::Server::register`).
 //!
 //! ```
 //! use skytower_services::dmsg_server::DmsgServerConfig;

@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::pin;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use skytower_transports::dmsg::disc_http::{HttpDiscovery, HttpDiscoveryError};
 use skytower_transports::dmsg::server::Server;
 use skytower_transports::identity::{KeyFileError, KeyFormat, PublicKey, SecretKey};
 
@@ -48,6 +52,15 @@ pub enum RunError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The discovery URL cannot be used by the discovery client.
+    #[error("discovery {url}: {source}")]
+    Discovery {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: HttpDiscoveryError,
+    },
     /// Installing the SIGINT/SIGTERM handlers, or writing to stdout, failed.
     #[error("{what}: {source}")]
     Io {
@@ -57,6 +70,9 @@ pub enum RunError {
         source: std::io::Error,
     },
 }
+
+/// How often the server entry is re-posted (discovery keeps server entries 2 minutes).
+pub const REGISTRATION_REFRESH: Duration = Duration::from_secs(60);
 
 /// A started DMSG relay server with its config: what the binaries run, and what tests run
 /// in-process.
@@ -102,12 +118,18 @@ impl DmsgServer {
                  to the host:port clients should dial before registering in discovery"
             );
         }
+        let mut server = server;
         if let Some(url) = &config.discovery {
-            tracing::warn!(
-                discovery = %url,
-                "discovery registration is not implemented yet (it arrives with the DMSG \
-                 client issue); the server is NOT registered"
+            let discovery = HttpDiscovery::new(url).map_err(|source| RunError::Discovery {
+                url: url.clone(),
+                source,
+            })?;
+            server.register(
+                Arc::new(discovery),
+                public_addr.clone(),
+                REGISTRATION_REFRESH,
             );
+            tracing::info!(discovery = %url, %public_addr, "registering with discovery");
         }
         Ok(DmsgServer {
             server,
