@@ -1,0 +1,783 @@
+//! DMSG client benchmark (issue text: "time from `Client::start` to dialable, and 1000
+//! concurrent dial + 64 KiB echo streams"). Discovery, one relay server S and the clients on
+//! loopback in one process.
+//!
+//! S runs on its own OS thread with a current-thread tokio runtime, so its heap (a counting
+//! global allocator that attributes bytes to the thread that allocates them, with a peak) and
+//! its CPU time are measured in isolation, as in `relay.rs`. The clients share one tokio runtime
+//! (`SKYTOWER_BENCH_CLIENT_THREADS` workers, default 1). Clients use `ClientConfig::default()`
+//! unless a row says otherwise.
+//!
+//! ```text
+//! cargo bench -p skytower-transports --bench client                          # full: 20 clients, 1000 streams
+//! SKYTOWER_BENCH_QUICK=1 cargo bench -p skytower-transports --bench client   # quick: 2 clients, 100 streams
+//! ```
+//!
+//! Environment: `SKYTOWER_BENCH_QUICK=1`, `SKYTOWER_BENCH_CLIENTS` (new clients timed),
+//! `SKYTOWER_BENCH_STREAMS` (concurrent streams), `SKYTOWER_BENCH_CLIENT_THREADS` (client
+//! runtime workers; default 1) and `SKYTOWER_BENCH_ONLY=dialable|concurrent` (one phase).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
+
+use skytower_transports::dmsg::client::{Client, ClientConfig, ClientDialError};
+use skytower_transports::dmsg::disc::MemoryDiscovery;
+use skytower_transports::dmsg::server::{Server, ServerConfig, ServerStats};
+use skytower_transports::dmsg::wire::Addr;
+use skytower_transports::identity::{PublicKey, SecretKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// Payload echoed on each concurrent stream.
+const PAYLOAD: usize = 64 * 1024;
+const ECHO_PORT: u16 = 7;
+const INBOUND_PORT: u16 = 8;
+
+// ---------------------------------------------------------------------------------------------
+// Heap accounting: bytes allocated minus bytes freed on the server thread, and its peak.
+
+struct Counting;
+
+static SERVER_HEAP: AtomicI64 = AtomicI64::new(0);
+static SERVER_PEAK: AtomicI64 = AtomicI64::new(0);
+
+thread_local! {
+    static IS_SERVER: Cell<bool> = const { Cell::new(false) };
+}
+
+fn on_server() -> bool {
+    IS_SERVER.try_with(Cell::get).unwrap_or(false)
+}
+
+fn account(size: usize, sign: i64) {
+    let now = SERVER_HEAP.fetch_add(sign * size as i64, Relaxed) + sign * size as i64;
+    if sign > 0 {
+        SERVER_PEAK.fetch_max(now, Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the wrapper only updates counters.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() && on_server() {
+            account(layout.size(), 1);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() && on_server() {
+            account(layout.size(), 1);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if on_server() {
+            account(layout.size(), -1);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() && on_server() {
+            account(layout.size(), -1);
+            account(new_size, 1);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server on its own thread, registered with a shared in-memory discovery.
+
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    cpu: Duration,
+    heap: i64,
+    peak: i64,
+}
+
+enum Ctl {
+    /// Reads the counters; with `true`, first restarts the peak from the current heap.
+    Probe(bool, oneshot::Sender<Probe>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct ServerThread {
+    pk: PublicKey,
+    stats: Arc<ServerStats>,
+    ctl: mpsc::UnboundedSender<Ctl>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    fn start(config: ServerConfig, discovery: MemoryDiscovery) -> ServerThread {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("dmsg-server".into())
+            .spawn(move || {
+                IS_SERVER.with(|c| c.set(true));
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let key = SecretKey::generate().unwrap();
+                    let mut server = Server::bind(key, "127.0.0.1:0".parse().unwrap(), config)
+                        .await
+                        .unwrap();
+                    let addr: SocketAddr = server.local_addr();
+                    server.register(
+                        Arc::new(discovery),
+                        addr.to_string(),
+                        Duration::from_secs(60),
+                    );
+                    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+                    tx.send((server.public_key(), server.stats().clone(), ctl_tx))
+                        .unwrap();
+                    while let Some(c) = ctl_rx.recv().await {
+                        match c {
+                            Ctl::Probe(reset, reply) => {
+                                if reset {
+                                    SERVER_PEAK.store(SERVER_HEAP.load(Relaxed), Relaxed);
+                                }
+                                let _ = reply.send(Probe {
+                                    cpu: thread_cpu(),
+                                    heap: SERVER_HEAP.load(Relaxed),
+                                    peak: SERVER_PEAK.load(Relaxed),
+                                });
+                            }
+                            Ctl::Shutdown(reply) => {
+                                server.shutdown().await;
+                                let _ = reply.send(());
+                                return;
+                            }
+                        }
+                    }
+                });
+            })
+            .unwrap();
+        let (pk, stats, ctl) = rx.recv().unwrap();
+        ServerThread {
+            pk,
+            stats,
+            ctl,
+            thread: Some(thread),
+        }
+    }
+
+    async fn probe(&self, reset_peak: bool) -> Probe {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send(Ctl::Probe(reset_peak, tx)).ok().unwrap();
+        rx.await.unwrap()
+    }
+
+    async fn shutdown(mut self) {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send(Ctl::Shutdown(tx)).ok().unwrap();
+        rx.await.unwrap();
+        if let Some(t) = self.thread.take() {
+            tokio::task::spawn_blocking(move || t.join().unwrap())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A fresh discovery and server S on its own thread, S's entry posted.
+async fn network(config: ServerConfig) -> (MemoryDiscovery, ServerThread) {
+    let discovery = MemoryDiscovery::default();
+    let server = ServerThread::start(config, discovery.clone());
+    let d = discovery.clone();
+    let pk = server.pk;
+    wait_for("server entry posted", || d.get(&pk).is_some()).await;
+    (discovery, server)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+struct Settings {
+    quick: bool,
+    clients: usize,
+    streams: usize,
+    client_threads: usize,
+    only: Option<String>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let quick = std::env::var("SKYTOWER_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let num = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Settings {
+            quick,
+            clients: num("SKYTOWER_BENCH_CLIENTS", if quick { 2 } else { 20 }).max(1),
+            streams: num("SKYTOWER_BENCH_STREAMS", if quick { 100 } else { 1000 }).max(1),
+            client_threads: num("SKYTOWER_BENCH_CLIENT_THREADS", 1).max(1),
+            only: std::env::var("SKYTOWER_BENCH_ONLY").ok(),
+        }
+    }
+
+    fn runs(&self, phase: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == phase)
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Waits until `client`'s entry in `discovery` lists at least one server.
+async fn wait_published(discovery: &MemoryDiscovery, client: &Client) {
+    let pk = client.public_key();
+    let d = discovery.clone();
+    wait_for("client entry published", || {
+        d.get(&pk)
+            .and_then(|e| e.client)
+            .is_some_and(|c| !c.delegated_servers.is_empty())
+    })
+    .await;
+}
+
+/// Echoes every stream accepted on `port` of `client` until the listener ends.
+fn spawn_echo(client: &Client, port: u16) -> tokio::task::JoinHandle<()> {
+    let mut listener = client.listen(port).unwrap();
+    tokio::spawn(async move {
+        while let Some(mut s) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() || s.flush().await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    })
+}
+
+/// A short, stable label for a failed dial or stream (for grouping).
+fn label(e: &ClientDialError) -> String {
+    match e {
+        ClientDialError::AllFailed { attempts, .. } => attempts
+            .last()
+            .map(|a| {
+                a.error
+                    .split(" (retry")
+                    .next()
+                    .unwrap_or(&a.error)
+                    .to_string()
+            })
+            .unwrap_or_else(|| e.to_string()),
+        other => other.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 1: time from `Client::start` to dialable.
+
+struct Dialable {
+    /// `Client::start` → first session established (the session's `connected_since`).
+    session: Vec<Duration>,
+    /// `Client::start` → `wait_for_sessions(1)` returned.
+    wait_api: Vec<Duration>,
+    /// `Client::start` → its first dial to an existing echo client returned a stream and a
+    /// 1-byte echo came back (outbound-dialable).
+    outbound: Vec<Duration>,
+    /// `Client::start` → another client's dial to it succeeded (its entry is published and it
+    /// accepts: inbound-dialable). Retried every 1 ms until it works.
+    inbound: Vec<Duration>,
+}
+
+async fn dialable(
+    discovery: &MemoryDiscovery,
+    echo: Addr,
+    prober: &Client,
+    config: ClientConfig,
+    n: usize,
+) -> Dialable {
+    let mut r = Dialable {
+        session: Vec::new(),
+        wait_api: Vec::new(),
+        outbound: Vec::new(),
+        inbound: Vec::new(),
+    };
+    for _ in 0..n {
+        let key = SecretKey::generate().unwrap();
+        let wall0 = SystemTime::now();
+        let t0 = Instant::now();
+        let x = Client::start(key, Arc::new(discovery.clone()), config.clone());
+        let mut listener = x.listen(INBOUND_PORT).unwrap();
+        let x_addr = Addr::new(x.public_key(), INBOUND_PORT);
+        let accept = tokio::spawn(async move {
+            // Hold accepted streams until the listener goes.
+            let mut held = Vec::new();
+            while let Some(s) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let wait_api = async {
+            x.wait_for_sessions(1, Duration::from_secs(10)).await;
+            t0.elapsed()
+        };
+        let outbound = async {
+            let mut s = x.dial(echo).await.expect("outbound dial");
+            s.write_all(b"x").await.unwrap();
+            s.flush().await.unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            t0.elapsed()
+        };
+        let inbound = async {
+            loop {
+                let r = prober.dial(x_addr).await;
+                if let Ok(s) = r {
+                    drop(s);
+                    return t0.elapsed();
+                }
+                assert!(t0.elapsed() < Duration::from_secs(20), "inbound dial");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let (w, o, i) = tokio::join!(wait_api, outbound, inbound);
+        let since = x.sessions()[0].connected_since;
+        r.session
+            .push(since.duration_since(wall0).unwrap_or_default());
+        r.wait_api.push(w);
+        r.outbound.push(o);
+        r.inbound.push(i);
+        x.close().await;
+        accept.abort();
+    }
+    for v in [
+        &mut r.session,
+        &mut r.wait_api,
+        &mut r.outbound,
+        &mut r.inbound,
+    ] {
+        v.sort();
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 2: N concurrent dial + 64 KiB echo streams from one client to one echo client.
+
+struct Concurrent {
+    ok: usize,
+    errors: BTreeMap<String, usize>,
+    wall: Duration,
+    /// Dial → echo complete, successful streams.
+    stream: Vec<Duration>,
+    /// Dial alone, successful streams.
+    dial: Vec<Duration>,
+    server_base: i64,
+    server_peak: i64,
+    server_cpu: Duration,
+    refused: u64,
+}
+
+async fn concurrent(
+    server_config: ServerConfig,
+    dialer: ClientConfig,
+    echo: ClientConfig,
+    streams: usize,
+) -> Concurrent {
+    let (discovery, server) = network(server_config).await;
+    let b = Client::start(
+        SecretKey::generate().unwrap(),
+        Arc::new(discovery.clone()),
+        echo,
+    );
+    let _echo = spawn_echo(&b, ECHO_PORT);
+    let a = Arc::new(Client::start(
+        SecretKey::generate().unwrap(),
+        Arc::new(discovery.clone()),
+        dialer,
+    ));
+    a.wait_for_sessions(1, Duration::from_secs(10)).await;
+    wait_published(&discovery, &b).await;
+    let dst = Addr::new(b.public_key(), ECHO_PORT);
+    // Warm: A has B's entry cached and both sessions are up.
+    drop(a.dial(dst).await.expect("warm-up dial"));
+    let stats = server.stats.clone();
+    wait_for("warm-up bridge closed", || stats.bridges() == 0).await;
+    let refused0 = server.stats.refused_total();
+    let before = server.probe(true).await;
+    let payload: Arc<Vec<u8>> = Arc::new((0..PAYLOAD).map(|i| (i * 7 + i / 251) as u8).collect());
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..streams)
+        .map(|_| {
+            let a = a.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let mut s = a.dial(dst).await.map_err(|e| label(&e))?;
+                let dialed = t.elapsed();
+                let (mut r, mut w) = tokio::io::split(&mut s);
+                let write = async {
+                    w.write_all(&payload).await?;
+                    w.shutdown().await
+                };
+                let read = async {
+                    let mut back = Vec::with_capacity(PAYLOAD);
+                    r.read_to_end(&mut back).await.map(|_| back)
+                };
+                let (wr, rd) = tokio::join!(write, read);
+                wr.map_err(|e| format!("write: {e}"))?;
+                let back = rd.map_err(|e| format!("read: {e}"))?;
+                if back[..] != payload[..] {
+                    return Err(format!("echo mismatch ({} bytes back)", back.len()));
+                }
+                Ok::<_, String>((dialed, t.elapsed()))
+            })
+        })
+        .collect();
+    let mut out = Concurrent {
+        ok: 0,
+        errors: BTreeMap::new(),
+        wall: Duration::ZERO,
+        stream: Vec::new(),
+        dial: Vec::new(),
+        server_base: before.heap,
+        server_peak: 0,
+        server_cpu: Duration::ZERO,
+        refused: 0,
+    };
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok((d, s)) => {
+                out.ok += 1;
+                out.dial.push(d);
+                out.stream.push(s);
+            }
+            Err(e) => {
+                let e = e
+                    .replace(&b.public_key().to_string(), "B")
+                    .replace(&server.pk.to_string(), "S");
+                *out.errors.entry(e).or_default() += 1;
+            }
+        }
+    }
+    out.wall = start.elapsed();
+    let after = server.probe(false).await;
+    out.server_peak = after.peak;
+    out.server_cpu = after.cpu - before.cpu;
+    out.refused = server.stats.refused_total() - refused0;
+    out.dial.sort();
+    out.stream.sort();
+    drop(a);
+    drop(b);
+    server.shutdown().await;
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+
+struct Row {
+    what: String,
+    value: String,
+    go: String,
+    target: String,
+    met: String,
+}
+
+fn row(what: impl Into<String>, value: impl Into<String>) -> Row {
+    Row {
+        what: what.into(),
+        value: value.into(),
+        go: String::new(),
+        target: String::new(),
+        met: String::new(),
+    }
+}
+
+impl Row {
+    fn go(mut self, s: impl Into<String>) -> Row {
+        self.go = s.into();
+        self
+    }
+    fn target(mut self, s: impl Into<String>, met: bool) -> Row {
+        self.target = s.into();
+        self.met = if met { "yes" } else { "NO" }.into();
+        self
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let head = ["measurement", "value", "Go", "target", "met"];
+    let cols = |r: &Row| {
+        [
+            r.what.clone(),
+            r.value.clone(),
+            r.go.clone(),
+            r.target.clone(),
+            r.met.clone(),
+        ]
+    };
+    let mut w = head.map(str::len);
+    for r in rows {
+        for (i, c) in cols(r).iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |c: [String; 5]| {
+        let cells: Vec<String> = c
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s:<width$}", width = w[i]))
+            .collect();
+        println!("| {} |", cells.join(" | "));
+    };
+    line(head.map(String::from));
+    println!(
+        "|{}|",
+        w.iter()
+            .map(|n| "-".repeat(n + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for r in rows {
+        line(cols(r));
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1e3;
+    if v < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+fn p50_p99(v: &[Duration]) -> String {
+    format!(
+        "{} / {} (max {})",
+        ms(percentile(v, 0.5)),
+        ms(percentile(v, 0.99)),
+        ms(v.last().copied().unwrap_or_default())
+    )
+}
+
+fn concurrent_rows(rows: &mut Vec<Row>, name: &str, c: &Concurrent, streams: usize) {
+    let errors = if c.errors.is_empty() {
+        "none".to_string()
+    } else {
+        c.errors
+            .iter()
+            .map(|(e, n)| format!("{n} × {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let all_ok = c.ok == streams;
+    rows.push(
+        row(
+            format!("{name}: wall time, {streams} streams"),
+            format!("{} ({} ok)", ms(c.wall), c.ok),
+        )
+        .go("~9 s")
+        .target("<= 1 s, all ok", all_ok && c.wall <= Duration::from_secs(1)),
+    );
+    rows.push(row(format!("{name}: failures"), errors));
+    rows.push(row(
+        format!("{name}: per stream p50 / p99 (dial + echo)"),
+        p50_p99(&c.stream),
+    ));
+    rows.push(row(format!("{name}: dial p50 / p99"), p50_p99(&c.dial)));
+    rows.push(
+        row(
+            format!("{name}: server peak heap (base)"),
+            format!(
+                "{:.1} MB ({:.1} MB)",
+                c.server_peak as f64 / 1e6,
+                c.server_base as f64 / 1e6
+            ),
+        )
+        .go("~128 MB")
+        .target("<= 32 MB", c.server_peak <= 32_000_000),
+    );
+    rows.push(row(
+        format!("{name}: server CPU, refusals by S"),
+        format!("{:.2} CPU-s, {}", c.server_cpu.as_secs_f64(), c.refused),
+    ));
+}
+
+async fn run(set: Settings) {
+    let total_start = Instant::now();
+    println!(
+        "DMSG client benchmark ({} mode): {} new clients, {} concurrent {} KiB echo streams; server \
+         on its own thread (current-thread runtime), clients on a {}-worker runtime; {} CPUs; \
+         MB = 10^6 B",
+        if set.quick { "quick" } else { "full" },
+        set.clients,
+        set.streams,
+        PAYLOAD / 1024,
+        set.client_threads,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let mut rows = Vec::new();
+
+    if set.runs("dialable") {
+        let (discovery, server) = network(ServerConfig::default()).await;
+        let disc = Arc::new(discovery.clone());
+        let echo = Client::start(
+            SecretKey::generate().unwrap(),
+            disc.clone(),
+            ClientConfig::default(),
+        );
+        let _echo_task = spawn_echo(&echo, ECHO_PORT);
+        let prober = Client::start(
+            SecretKey::generate().unwrap(),
+            disc.clone(),
+            ClientConfig::default(),
+        );
+        prober.wait_for_sessions(1, Duration::from_secs(10)).await;
+        wait_published(&discovery, &echo).await;
+        let echo_addr = Addr::new(echo.public_key(), ECHO_PORT);
+        // Warm-up client (first-use costs: lazy statics, allocator arenas), fast debounce.
+        let fast = ClientConfig {
+            publish_debounce: Duration::ZERO,
+            ..ClientConfig::default()
+        };
+        dialable(&discovery, echo_addr, &prober, fast.clone(), 1).await;
+        let n = set.clients;
+        let d = dialable(&discovery, echo_addr, &prober, ClientConfig::default(), n).await;
+        let f = dialable(&discovery, echo_addr, &prober, fast, n).await;
+        let p50 = |v: &[Duration]| percentile(v, 0.5);
+        let p99 = |v: &[Duration]| percentile(v, 0.99);
+        let pair = |v: &[Duration]| format!("{} / {}", ms(p50(v)), ms(p99(v)));
+        rows.extend([
+            row(
+                format!("start → session up, p50 / p99 ({n} clients)"),
+                pair(&d.session),
+            ),
+            row(
+                "start → wait_for_sessions(1) returns, p50 / p99",
+                pair(&d.wait_api),
+            ),
+            row(
+                "start → dialable outbound (dial + 1-byte echo ok), p50 / p99",
+                pair(&d.outbound),
+            )
+            .go("~24 ms")
+            .target("p50 <= 5 ms", p50(&d.outbound) <= Duration::from_millis(5)),
+            row(
+                "start → dialable inbound (published; another client's dial ok), p50 / p99",
+                pair(&d.inbound),
+            ),
+            row(
+                "  same, publish_debounce = 0 (knob), p50 / p99",
+                pair(&f.inbound),
+            ),
+            row(
+                "  outbound with publish_debounce = 0, p50 / p99",
+                pair(&f.outbound),
+            ),
+        ]);
+        drop(echo);
+        drop(prober);
+        server.shutdown().await;
+    }
+
+    if set.runs("concurrent") {
+        let n = set.streams;
+        let d = concurrent(
+            ServerConfig::default(),
+            ClientConfig::default(),
+            ClientConfig::default(),
+            n,
+        )
+        .await;
+        concurrent_rows(&mut rows, "defaults", &d, n);
+        // The knobs that bound concurrency on this path, raised past N.
+        let big = n.max(1024);
+        let mut server_config = ServerConfig::default();
+        server_config.mux.open_queue = big;
+        let mut dialer = ClientConfig::default();
+        dialer.session.mux.open_queue = big;
+        let mut echo = ClientConfig::default();
+        echo.session.listener_backlog = big;
+        echo.session.mux.open_queue = big;
+        let t = concurrent(server_config, dialer, echo, n).await;
+        concurrent_rows(
+            &mut rows,
+            &format!("open_queue {big} (A, S), backlog {big} (B)"),
+            &t,
+            n,
+        );
+    }
+
+    println!();
+    print_table(&rows);
+    println!();
+    println!(
+        "total bench time: {:.1} s",
+        total_start.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let set = Settings::from_env();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(set.client_threads)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move { tokio::spawn(run(set)).await.unwrap() });
+}

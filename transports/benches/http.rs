@@ -1,0 +1,502 @@
+//! HTTP over DMSG vs plain HTTP on loopback, in the same run (issue text: "HTTP requests/s and
+//! p99 latency through DMSG-HTTP vs plain HTTP on loopback, same run (keep-alive, 64
+//! concurrent). Target: DMSG-HTTP >= 50 % of plain HTTP requests/s.").
+//!
+//! Three OS threads, each with its own tokio runtime:
+//! - the backend: a tiny hyper http1 service (`GET` → 5-byte body) served on a TCP listener and on
+//!   a DMSG listener (`Listener::dmsg`, port 80) of DMSG client B (current-thread runtime);
+//! - the relay server S (current-thread runtime), registered with an in-memory discovery;
+//! - the load generator: DMSG client A and one hyper-util legacy client over `Connector`
+//!   (pooled keep-alive), `SKYTOWER_BENCH_CLIENT_THREADS` workers (default 1).
+//!
+//! 64 concurrent workers send requests back to back for a fixed duration per run; plain and DMSG
+//! runs alternate. The pool is warmed first (64 connections / DMSG streams each), so the timed
+//! runs measure requests on kept-alive connections only.
+//!
+//! ```text
+//! cargo bench -p skytower-transports --bench http                          # full: 2 rounds × 5 s each
+//! SKYTOWER_BENCH_QUICK=1 cargo bench -p skytower-transports --bench http   # quick: 1 round × 1 s each
+//! ```
+//!
+//! Environment: `SKYTOWER_BENCH_QUICK=1`, `SKYTOWER_BENCH_SECS` (seconds per run),
+//! `SKYTOWER_BENCH_ROUNDS`, `SKYTOWER_BENCH_CONCURRENCY` (default 64),
+//! `SKYTOWER_BENCH_CLIENT_THREADS` (load generator workers, default 1) and
+//! `SKYTOWER_BENCH_ONLY=tcp|dmsg` (one transport, e.g. under `perf record`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use skytower_transports::connector::{Connector, Listener, Peer};
+use skytower_transports::dmsg::client::{Client, ClientConfig};
+use skytower_transports::dmsg::disc::MemoryDiscovery;
+use skytower_transports::dmsg::server::{Server, ServerConfig};
+use skytower_transports::identity::{PublicKey, SecretKey};
+use tokio::sync::{mpsc, oneshot};
+
+type Http = HttpClient<Connector, Empty<Bytes>>;
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn process_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads with their own current-thread runtime, a CPU probe and a shutdown.
+
+enum Ctl {
+    Cpu(oneshot::Sender<Duration>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Side {
+    ctl: mpsc::UnboundedSender<Ctl>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Side {
+    /// Runs `setup` on a new thread's runtime; what it returns is sent back, and what it keeps
+    /// alive (the second value) lives until shutdown.
+    fn start<I, K, F, Fut>(name: &str, setup: F) -> (Side, I)
+    where
+        I: Send + 'static,
+        K: 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = (I, K)>,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let (info, keep) = setup().await;
+                    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+                    tx.send((info, ctl_tx)).ok().unwrap();
+                    while let Some(c) = ctl_rx.recv().await {
+                        match c {
+                            Ctl::Cpu(reply) => {
+                                let _ = reply.send(thread_cpu());
+                            }
+                            Ctl::Shutdown(reply) => {
+                                drop(keep);
+                                let _ = reply.send(());
+                                return;
+                            }
+                        }
+                    }
+                });
+            })
+            .unwrap();
+        let (info, ctl) = rx.recv().unwrap();
+        (
+            Side {
+                ctl,
+                thread: Some(thread),
+            },
+            info,
+        )
+    }
+
+    async fn cpu(&self) -> Duration {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send(Ctl::Cpu(tx)).ok().unwrap();
+        rx.await.unwrap()
+    }
+
+    async fn shutdown(mut self) {
+        let (tx, rx) = oneshot::channel();
+        self.ctl.send(Ctl::Shutdown(tx)).ok().unwrap();
+        rx.await.unwrap();
+        if let Some(t) = self.thread.take() {
+            tokio::task::spawn_blocking(move || t.join().unwrap())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn hello(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
+}
+
+/// Serves `hello` (hyper http1, keep-alive) on every connection of `listener`.
+fn serve(mut listener: Listener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((conn, _peer)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(conn), hyper::service::service_fn(hello))
+                    .await;
+            });
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load.
+
+struct Settings {
+    quick: bool,
+    secs: f64,
+    rounds: usize,
+    concurrency: usize,
+    client_threads: usize,
+    only: Option<String>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let quick = std::env::var("SKYTOWER_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let num = |name: &str, default: f64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Settings {
+            quick,
+            secs: num("SKYTOWER_BENCH_SECS", if quick { 1.0 } else { 5.0 }).max(0.1),
+            rounds: num("SKYTOWER_BENCH_ROUNDS", if quick { 1.0 } else { 2.0 }).max(1.0) as usize,
+            concurrency: num("SKYTOWER_BENCH_CONCURRENCY", 64.0).max(1.0) as usize,
+            client_threads: num("SKYTOWER_BENCH_CLIENT_THREADS", 1.0).max(1.0) as usize,
+            only: std::env::var("SKYTOWER_BENCH_ONLY").ok(),
+        }
+    }
+
+    fn runs(&self, what: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == what)
+    }
+}
+
+async fn get(client: &Http, uri: &http::Uri) -> Duration {
+    let t = Instant::now();
+    let resp = client.get(uri.clone()).await.expect("request");
+    assert!(resp.status().is_success());
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"hello");
+    t.elapsed()
+}
+
+/// `concurrency` workers, each sending requests back to back until `deadline` (or, when
+/// `per_worker` is set, that many requests each). Returns every latency and the wall time.
+async fn load(
+    client: &Http,
+    uri: &http::Uri,
+    concurrency: usize,
+    until: Option<Duration>,
+    per_worker: usize,
+) -> (Vec<Duration>, Duration) {
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let client = client.clone();
+            let uri = uri.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    match until {
+                        Some(d) if start.elapsed() >= d => break,
+                        None if lat.len() >= per_worker => break,
+                        _ => {}
+                    }
+                    lat.push(get(&client, &uri).await);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let wall = start.elapsed();
+    all.sort();
+    (all, wall)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[derive(Default)]
+struct Totals {
+    requests: usize,
+    wall: Duration,
+    lat: Vec<Duration>,
+    rates: Vec<f64>,
+    process_cpu: Duration,
+    backend_cpu: Duration,
+    relay_cpu: Duration,
+}
+
+impl Totals {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.wall.as_secs_f64()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+
+fn print_table(head: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |c: Vec<String>| {
+        let cells: Vec<String> = c
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s:<width$}", width = w[i]))
+            .collect();
+        println!("| {} |", cells.join(" | "));
+    };
+    line(head.iter().map(|s| s.to_string()).collect());
+    println!(
+        "|{}|",
+        w.iter()
+            .map(|n| "-".repeat(n + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+async fn run(set: Settings) {
+    let total_start = Instant::now();
+    println!(
+        "HTTP benchmark ({} mode): plain HTTP/1.1 vs HTTP/1.1 over DMSG on loopback, {} \
+         concurrent keep-alive workers, {} round(s) of {:.1} s per transport; backend and relay on \
+         their own threads (current-thread runtimes), load generator on a {}-worker runtime; {} CPUs",
+        if set.quick { "quick" } else { "full" },
+        set.concurrency,
+        set.rounds,
+        set.secs,
+        set.client_threads,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let discovery = MemoryDiscovery::default();
+
+    // The relay S.
+    let d = discovery.clone();
+    let (relay, relay_pk) = Side::start("dmsg-relay", move || async move {
+        let mut server = Server::bind(
+            SecretKey::generate().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+            ServerConfig::default(),
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr().to_string();
+        server.register(Arc::new(d), addr, Duration::from_secs(60));
+        (server.public_key(), server)
+    });
+    let wait = |pk: PublicKey, client: bool| {
+        let d = discovery.clone();
+        async move {
+            let start = Instant::now();
+            while !d.get(&pk).is_some_and(|e| {
+                !client || e.client.is_some_and(|c| !c.delegated_servers.is_empty())
+            }) {
+                assert!(start.elapsed() < Duration::from_secs(30), "discovery entry");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    wait(relay_pk, false).await;
+
+    // The backend: TCP and DMSG listeners serving the same hyper service.
+    let d = discovery.clone();
+    let (backend, (tcp_addr, b_pk)) = Side::start("http-backend", move || async move {
+        let tcp = Listener::bind_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let Ok(Peer::Tcp(tcp_addr)) = tcp.local_addr() else {
+            unreachable!()
+        };
+        let b = Client::start(
+            SecretKey::generate().unwrap(),
+            Arc::new(d),
+            ClientConfig::default(),
+        );
+        let dmsg = Listener::dmsg(&b, 80).unwrap();
+        let tasks = (serve(tcp), serve(dmsg));
+        let info: (SocketAddr, PublicKey) = (tcp_addr, b.public_key());
+        (info, (b, tasks))
+    });
+    wait(b_pk, true).await;
+
+    // The load generator.
+    let a = Arc::new(Client::start(
+        SecretKey::generate().unwrap(),
+        Arc::new(discovery.clone()),
+        ClientConfig::default(),
+    ));
+    a.wait_for_sessions(1, Duration::from_secs(10)).await;
+    let client: Http = HttpClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(300))
+        .build(Connector::with_dmsg(a.clone()).connect_timeout(Duration::from_secs(10)));
+    let tcp_uri: http::Uri = format!("http://{tcp_addr}/").parse().unwrap();
+    let dmsg_uri: http::Uri = format!("dmsg://{b_pk}:80/").parse().unwrap();
+    let mut targets = Vec::new();
+    if set.runs("tcp") {
+        targets.push(("plain HTTP (TCP)", tcp_uri));
+    }
+    if set.runs("dmsg") {
+        targets.push(("DMSG-HTTP", dmsg_uri));
+    }
+
+    // Warm-up: fills the pool with `concurrency` connections per target.
+    let mut warm = Vec::new();
+    for (_, uri) in &targets {
+        let t = Instant::now();
+        load(&client, uri, set.concurrency, None, 20).await;
+        warm.push(t.elapsed());
+    }
+    let opened = a.sessions().first().map_or(0, |s| s.open_streams);
+
+    let mut totals: Vec<Totals> = targets.iter().map(|_| Totals::default()).collect();
+    let until = Some(Duration::from_secs_f64(set.secs));
+    for _ in 0..set.rounds {
+        for (i, (_, uri)) in targets.iter().enumerate() {
+            let (p0, b0, r0) = (process_cpu(), backend.cpu().await, relay.cpu().await);
+            let (lat, wall) = load(&client, uri, set.concurrency, until, 0).await;
+            let (p1, b1, r1) = (process_cpu(), backend.cpu().await, relay.cpu().await);
+            let t = &mut totals[i];
+            t.rates.push(lat.len() as f64 / wall.as_secs_f64());
+            t.requests += lat.len();
+            t.wall += wall;
+            t.lat.extend(lat);
+            t.process_cpu += p1 - p0;
+            t.backend_cpu += b1 - b0;
+            t.relay_cpu += r1 - r0;
+        }
+    }
+
+    let mut rows = Vec::new();
+    let plain_rate = targets
+        .iter()
+        .position(|(n, _)| n.starts_with("plain"))
+        .map(|i| totals[i].rate());
+    for (i, ((name, _), t)) in targets.iter().zip(totals.iter_mut()).enumerate() {
+        t.lat.sort();
+        let per_req = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / t.requests as f64);
+        let rounds = t
+            .rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (vs, met) = match plain_rate {
+            Some(p) if !name.starts_with("plain") => {
+                let ratio = t.rate() / p;
+                (
+                    format!("{:.1} %", ratio * 100.0),
+                    if ratio >= 0.5 { "yes" } else { "NO" }.to_string(),
+                )
+            }
+            Some(_) => ("100 %".to_string(), String::new()),
+            None => (String::new(), String::new()),
+        };
+        rows.push(vec![
+            name.to_string(),
+            format!("{:.0} ({rounds})", t.rate()),
+            vs,
+            if name.starts_with("plain") {
+                String::new()
+            } else {
+                ">= 50 %".into()
+            },
+            met,
+            ms(percentile(&t.lat, 0.5)),
+            ms(percentile(&t.lat, 0.99)),
+            ms(t.lat.last().copied().unwrap_or_default()),
+            t.requests.to_string(),
+            per_req(t.process_cpu),
+            per_req(t.backend_cpu),
+            per_req(t.relay_cpu),
+            format!("{:.0} ms", warm[i].as_secs_f64() * 1e3),
+        ]);
+    }
+    drop(client);
+    drop(a);
+    backend.shutdown().await;
+    relay.shutdown().await;
+
+    println!();
+    print_table(
+        &[
+            "transport",
+            "req/s (per round)",
+            "vs plain",
+            "target",
+            "met",
+            "p50",
+            "p99",
+            "max",
+            "requests",
+            "process CPU/req",
+            "backend CPU/req",
+            "relay CPU/req",
+            "warm-up",
+        ],
+        &rows,
+    );
+    println!();
+    println!(
+        "warm-up = {} workers × 20 requests, opening the pooled connections ({} DMSG streams open \
+         on A's session after it); total bench time: {:.1} s",
+        set.concurrency,
+        opened,
+        total_start.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let set = Settings::from_env();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(set.client_threads)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move { tokio::spawn(run(set)).await.unwrap() });
+}
