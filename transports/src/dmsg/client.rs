@@ -32,8 +32,8 @@ use super::disc::{DeleteRequest, Discovery, DiscoveryError, Entry};
 use super::ports::{Listener, PortError};
 use super::replay::unix_ms_now;
 use super::session::{AbortOnDrop, ClientSession, Endpoint, SessionConfig};
-use super::stream::DmsgStream;
-use super::wire::Addr;
+use super::stream::{DialError, DmsgStream};
+use super::wire::{Addr, Code};
 use crate::identity::{PublicKey, SecretKey};
 
 /// Client settings.
@@ -126,6 +126,29 @@ pub enum ClientDialError {
     /// The client is closed.
     #[error("client closed")]
     Closed,
+}
+
+/// Who signed the refusal carried by `e`, if it is one.
+fn refused_by(e: &BoxError) -> Option<PublicKey> {
+    match e.downcast_ref::<DialError>() {
+        Some(DialError::Refused { by, .. }) => Some(*by),
+        _ => None,
+    }
+}
+
+/// What marks a `(destination, server)` pair bad: failures of the path (no session to the
+/// server, the server cannot reach the destination, the session died, timeouts). A refusal
+/// signed by the destination itself (no listener, over a limit, ...) proves the path works, and
+/// `OverLimit` anywhere is backpressure: neither is recorded.
+fn is_path_failure(e: &BoxError) -> bool {
+    match e.downcast_ref::<DialError>() {
+        // Of the refusals, only the server saying it cannot reach the destination blames the
+        // path; the others come from the destination or are about this request.
+        Some(DialError::Refused { code, .. }) => {
+            matches!(code, Code::NotConnected | Code::ForwardFailed)
+        }
+        _ => true,
+    }
 }
 
 fn fmt_attempts(attempts: &[Attempt]) -> String {
@@ -286,6 +309,7 @@ impl Inner {
             match result {
                 Ok(stream) => return Ok(stream),
                 Err(e) => {
+                    let by_destination = refused_by(&e) == Some(dst.pk);
                     let error =
                         if let Some(kb) = e.downcast_ref::<KnownBad<(PublicKey, PublicKey)>>() {
                             format!("skipped, failed recently (retry in {:?})", kb.expires_in)
@@ -293,6 +317,11 @@ impl Inner {
                             e.to_string()
                         };
                     attempts.push(Attempt { server, error });
+                    if by_destination {
+                        // The destination itself answered (no listener, over a limit, ...):
+                        // another server would reach the same answer. The route is fine.
+                        return Err(ClientDialError::AllFailed { dst, attempts });
+                    }
                 }
             }
         }
@@ -338,8 +367,9 @@ impl Client {
             entries: Mutex::new(HashMap::new()),
             changed: Notify::new(),
         });
-        let negative_layer =
-            NegativeCacheLayer::new(|r: &AttemptReq| (r.dst.pk, r.server)).ttl(config.negative_ttl);
+        let negative_layer = NegativeCacheLayer::new(|r: &AttemptReq| (r.dst.pk, r.server))
+            .ttl(config.negative_ttl)
+            .filter(is_path_failure);
         let negative = negative_layer.handle();
         let attempt_inner = inner.clone();
         let attempt: AttemptService = BoxCloneSyncService::new(negative_layer.layer(
@@ -592,7 +622,9 @@ async fn maintain(inner: Arc<Inner>) {
         let due = published
             .as_ref()
             .is_some_and(|(_, at)| now.duration_since(*at) >= cfg.reannounce);
-        let settled = dirty_since.is_none_or(|d| now.duration_since(d) >= cfg.publish_debounce);
+        // The first entry goes out at once (nothing to merge yet); later changes are debounced.
+        let settled = published.is_none()
+            || dirty_since.is_none_or(|d| now.duration_since(d) >= cfg.publish_debounce);
         if !set.is_empty() && ((changed && settled) || due) {
             let mut entry = Entry::new_client(inner.endpoint.public_key(), set.clone());
             sequence = sequence.saturating_add(1).max(unix_ms_now());

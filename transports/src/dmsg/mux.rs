@@ -88,9 +88,6 @@ pub enum MuxError {
     /// yamux refused or failed.
     #[error("yamux: {0}")]
     Yamux(#[from] yamux::ConnectionError),
-    /// The open queue is full.
-    #[error("too many pending stream opens")]
-    Busy,
 }
 
 /// Live counters of one multiplexed session (for `/health`, the CLI and leak tests).
@@ -136,10 +133,8 @@ impl Opener {
     /// because yamux opens lazily).
     pub async fn open(&self) -> Result<MuxStream, MuxError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.try_send(tx).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => MuxError::Busy,
-            mpsc::error::TrySendError::Closed(_) => MuxError::Closed,
-        })?;
+        // Waits for room in the open queue (callers bound the wait with their dial deadline).
+        self.tx.send(tx).await.map_err(|_| MuxError::Closed)?;
         let stream = rx.await.map_err(|_| MuxError::Closed)??;
         self.stats.opened_total.fetch_add(1, Ordering::Relaxed);
         Ok(MuxStream::new(stream, self.stats.clone()))

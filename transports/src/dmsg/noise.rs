@@ -209,7 +209,11 @@ pub struct NoiseStream<T> {
     inner: T,
     state: snow::TransportState,
     /// Ciphertext read from `inner`, not yet decrypted (whole or partial frames).
-    rbuf: BytesMut,
+    /// Ciphertext buffer: initialised once (zeroed when first needed) and reused, so reads never
+    /// re-zero it; `rbuf[rstart..rend]` holds unread ciphertext.
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
     /// Decrypted plaintext not yet handed to the reader.
     plain: BytesMut,
     /// Plaintext written but not yet sealed (at most `MAX_PAYLOAD`).
@@ -234,7 +238,9 @@ impl<T> NoiseStream<T> {
         NoiseStream {
             inner,
             state,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
             plain: BytesMut::new(),
             wplain: Vec::with_capacity(MAX_PAYLOAD),
             wcipher: BytesMut::new(),
@@ -290,17 +296,18 @@ impl<T: AsyncRead + Unpin> NoiseStream<T> {
     /// Decrypts one complete frame from `rbuf`, into `out` when it fits, else into `plain`.
     /// Returns `Some(bytes put in out)` when a frame was decrypted.
     fn decrypt_frame(&mut self, out: &mut ReadBuf<'_>) -> io::Result<Option<usize>> {
-        if self.rbuf.len() < PREFIX {
+        let pending = &self.rbuf[self.rstart..self.rend];
+        if pending.len() < PREFIX {
             return Ok(None);
         }
-        let len = usize::from(u16::from_be_bytes([self.rbuf[0], self.rbuf[1]]));
+        let len = usize::from(u16::from_be_bytes([pending[0], pending[1]]));
         if len < TAG_LEN {
             return Err(NoiseError::FrameTooShort(len).into());
         }
-        if self.rbuf.len() < PREFIX + len {
+        if pending.len() < PREFIX + len {
             return Ok(None);
         }
-        let frame = &self.rbuf[PREFIX..PREFIX + len];
+        let frame = &self.rbuf[self.rstart + PREFIX..self.rstart + PREFIX + len];
         let plain_len = len - TAG_LEN;
         let written = if out.remaining() >= plain_len {
             let dst = out.initialize_unfilled_to(plain_len);
@@ -319,7 +326,11 @@ impl<T: AsyncRead + Unpin> NoiseStream<T> {
             self.plain.truncate(n);
             0
         };
-        self.rbuf.advance(PREFIX + len);
+        self.rstart += PREFIX + len;
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        }
         Ok(Some(written))
     }
 }
@@ -347,25 +358,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for NoiseStream<T> {
                 None => {}
             }
             if this.read_eof {
-                return if this.rbuf.is_empty() {
+                return if this.rstart == this.rend {
                     Poll::Ready(Ok(()))
                 } else {
                     Poll::Ready(Err(NoiseError::TruncatedFrame.into()))
                 };
             }
-            // Need more ciphertext.
-            if this.rbuf.capacity() - this.rbuf.len() < MAX_MESSAGE {
-                this.rbuf.reserve(READ_CHUNK);
+            // Need more ciphertext: make room for at least one whole frame after `rend`.
+            if this.rbuf.is_empty() {
+                this.rbuf = vec![0u8; READ_CHUNK];
             }
-            let spare = this.rbuf.spare_capacity_mut();
-            let mut rb = ReadBuf::uninit(spare);
+            if this.rbuf.len() - this.rend < MAX_MESSAGE + PREFIX {
+                this.rbuf.copy_within(this.rstart..this.rend, 0);
+                this.rend -= this.rstart;
+                this.rstart = 0;
+            }
+            let mut rb = ReadBuf::new(&mut this.rbuf[this.rend..]);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
             let n = rb.filled().len();
             if n == 0 {
                 this.read_eof = true;
             } else {
-                // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
-                unsafe { this.rbuf.set_len(this.rbuf.len() + n) };
+                this.rend += n;
             }
         }
     }

@@ -40,7 +40,7 @@ pub struct SessionConfig {
     pub max_inbound_handshakes: usize,
     /// Inbound stream handshakes waiting for a slot per session (beyond: `OverLimit`). Default 1024.
     pub inbound_handshake_queue: usize,
-    /// Accept queue of each listener. Default 64.
+    /// Accept queue of each listener. Default 256.
     pub listener_backlog: usize,
     /// Replay window for inbound requests. Default 30 s.
     pub replay_window: Duration,
@@ -57,7 +57,7 @@ impl Default for SessionConfig {
             stream_handshake_timeout: Duration::from_secs(10),
             max_inbound_handshakes: 64,
             inbound_handshake_queue: 1024,
-            listener_backlog: 64,
+            listener_backlog: 256,
             replay_window: Duration::from_secs(30),
             replay_capacity: 65_536,
             mux: MuxConfig::default(),
@@ -136,11 +136,16 @@ impl Endpoint {
         &self.inner.ports
     }
 
-    /// Listens on `port` (1–49151) on every session of this endpoint.
+    /// Listens on `port` (1–49151) on every session of this endpoint, with the configured
+    /// backlog (`listener_backlog`).
     pub fn listen(&self, port: u16) -> Result<Listener, PortError> {
-        self.inner
-            .ports
-            .listen(port, self.inner.config.listener_backlog)
+        self.listen_with_backlog(port, self.inner.config.listener_backlog)
+    }
+
+    /// Listens on `port` with an explicit accept backlog (streams waiting for `accept`; beyond
+    /// it dialers get `OverLimit`).
+    pub fn listen_with_backlog(&self, port: u16, backlog: usize) -> Result<Listener, PortError> {
+        self.inner.ports.listen(port, backlog)
     }
 
     /// Connects to the server `server_pk` at `addr` over TCP (TCP_NODELAY) and runs the session
