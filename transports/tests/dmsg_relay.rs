@@ -123,6 +123,37 @@ async fn large_transfer_both_ways_with_checksum() {
 }
 
 #[tokio::test]
+async fn streams_work_with_either_cipher_on_either_side() {
+    use skytower_transports::dmsg::cipher::Cipher;
+    let srv = server(ServerConfig::default()).await;
+    for (ca, cb) in [
+        (Cipher::ChaChaPoly, Cipher::AesGcm),
+        (Cipher::AesGcm, Cipher::ChaChaPoly),
+        (Cipher::AesGcm, Cipher::AesGcm),
+    ] {
+        let with = |cipher| {
+            Endpoint::new(
+                SecretKey::generate().unwrap(),
+                SessionConfig {
+                    cipher,
+                    ..SessionConfig::default()
+                },
+            )
+        };
+        let (a, b) = (with(ca), with(cb));
+        let (sa, _sb) = (session(&a, &srv).await, session(&b, &srv).await);
+        let _echo = echo(&b, 1);
+        let mut s = sa.dial(Addr::new(b.public_key(), 1)).await.unwrap();
+        let data = vec![0x5a_u8; 300_000];
+        s.write_all(&data).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).await.unwrap();
+        assert!(back == data, "{ca:?} -> {cb:?}");
+    }
+}
+
+#[tokio::test]
 async fn hundred_concurrent_streams() {
     let srv = server(ServerConfig::default()).await;
     // B's listener must hold 100 streams that arrive before its echo task gets to run.
@@ -334,6 +365,7 @@ async fn malicious_requests_are_refused_and_others_keep_working() {
         dst,
         timestamp_ms: skytower_transports::dmsg::replay::unix_ms_now(),
         nonce: rand_nonce(),
+        cipher: 0,
         noise: vec![0xAB; 48],
     };
     // Bad signature (one byte of the signature flipped).
@@ -362,6 +394,12 @@ async fn malicious_requests_are_refused_and_others_keep_working() {
     old.timestamp_ms -= 120_000;
     let r = raw_request(&mux, old.sign(&evil).unwrap().as_bytes()).await;
     assert_eq!(r.response().code, Code::Stale);
+    // An unknown cipher: forwarded, refused by B as malformed.
+    let mut unknown = base();
+    unknown.cipher = 7;
+    let r = raw_request(&mux, unknown.sign(&evil).unwrap().as_bytes()).await;
+    assert_eq!(r.response().code, Code::Malformed);
+    assert_eq!(r.response().signer, b.public_key());
     // Pure garbage frame.
     let r = raw_request(&mux, &[0x01, 0x01, 0xff]).await;
     assert_eq!(r.response().code, Code::Malformed);

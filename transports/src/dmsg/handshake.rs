@@ -30,6 +30,7 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::cipher::{Cipher, protocol_name};
 use super::noise::{Handshake, NoiseError, NoiseStream};
 use crate::identity::{PublicKey, SecretKey, Signature, contexts};
 
@@ -37,10 +38,20 @@ use crate::identity::{PublicKey, SecretKey, Signature, contexts};
 pub const MAGIC: &[u8; 6] = b"SKYDMS";
 /// The protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
-/// The Noise pattern of sessions.
+/// The Noise pattern of sessions with ChaCha20-Poly1305 (preamble flags 0).
 pub const SESSION_PATTERN: &str = "Noise_XK_25519_ChaChaPoly_BLAKE2s";
+/// Preamble flag: the session uses AES-256-GCM instead of ChaCha20-Poly1305.
+pub const FLAG_AES_GCM: u8 = 0x01;
 
 const PREAMBLE: [u8; 8] = [b'S', b'K', b'Y', b'D', b'M', b'S', PROTOCOL_VERSION, 0];
+
+fn preamble(cipher: Cipher) -> [u8; 8] {
+    let mut p = PREAMBLE;
+    if cipher.resolve() == Cipher::AesGcm {
+        p[7] = FLAG_AES_GCM;
+    }
+    p
+}
 
 /// A server's decision about a new session, made after message 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,18 +147,22 @@ fn io_err(e: io::Error) -> HandshakeError {
     }
 }
 
-fn builder<'a>(key: &'a [u8; 32]) -> Result<snow::Builder<'a>, HandshakeError> {
-    let params = SESSION_PATTERN
+fn builder<'a>(
+    key: &'a [u8; 32],
+    preamble: &'a [u8; 8],
+    cipher: Cipher,
+) -> Result<snow::Builder<'a>, HandshakeError> {
+    let params = protocol_name("XK", cipher)
         .parse()
         .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))?;
     snow::Builder::new(params)
         .local_private_key(key)
-        .and_then(|b| b.prologue(&PREAMBLE))
+        .and_then(|b| b.prologue(preamble))
         .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))
 }
 
 /// Client side: sends the preamble, runs XK pinned to `server`'s derived Noise key, and proves
-/// our identity in message 3.
+/// our identity in message 3. The cipher is [`Cipher::Auto`]; see [`connect_with`].
 pub async fn connect<T>(
     io: T,
     local: &SecretKey,
@@ -156,7 +171,20 @@ pub async fn connect<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    connect_claiming(io, local, local.public_key(), server).await
+    connect_with(io, local, server, Cipher::Auto).await
+}
+
+/// Like [`connect`] with an explicit cipher choice (announced in the preamble's flags).
+pub async fn connect_with<T>(
+    io: T,
+    local: &SecretKey,
+    server: &PublicKey,
+    cipher: Cipher,
+) -> Result<(NoiseStream<T>, SessionParams), HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    connect_claiming(io, local, local.public_key(), server, cipher).await
 }
 
 async fn connect_claiming<T>(
@@ -164,14 +192,17 @@ async fn connect_claiming<T>(
     local: &SecretKey,
     claimed: PublicKey,
     server: &PublicKey,
+    cipher: Cipher,
 ) -> Result<(NoiseStream<T>, SessionParams), HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    io.write_all(&PREAMBLE).await.map_err(io_err)?;
+    let cipher = cipher.resolve();
+    let preamble = preamble(cipher);
+    io.write_all(&preamble).await.map_err(io_err)?;
     let secret = local.noise_secret();
     let server_noise = server.noise_public();
-    let state = builder(secret.as_bytes())?
+    let state = builder(secret.as_bytes(), &preamble, cipher)?
         .remote_public_key(&server_noise)
         .and_then(|b| b.build_initiator())
         .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))?;
@@ -242,11 +273,13 @@ where
             ours: PROTOCOL_VERSION,
         });
     }
-    if preamble[7] != 0 {
-        return Err(HandshakeError::Malformed("preamble flags"));
-    }
+    let cipher = match preamble[7] {
+        0 => Cipher::ChaChaPoly,
+        FLAG_AES_GCM => Cipher::AesGcm,
+        _ => return Err(HandshakeError::Malformed("preamble flags")),
+    };
     let secret = local.noise_secret();
-    let state = builder(secret.as_bytes())?
+    let state = builder(secret.as_bytes(), &preamble, cipher)?
         .build_responder()
         .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))?;
     let mut hs = Handshake::new(io, state);
@@ -319,6 +352,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn both_ciphers_work_and_unknown_flags_are_refused() {
+        for cipher in [Cipher::ChaChaPoly, Cipher::AesGcm] {
+            let server = SecretKey::generate().unwrap();
+            let client = SecretKey::generate().unwrap();
+            let server_pk = server.public_key();
+            let (a, b) = duplex(1 << 16);
+            let (c, s) = tokio::join!(
+                connect_with(a, &client, &server_pk, cipher),
+                accept(b, &server, accept_all)
+            );
+            let (mut c, _) = c.unwrap();
+            let (mut s, _) = s.unwrap();
+            c.write_all(b"cipher ok").await.unwrap();
+            c.flush().await.unwrap();
+            let mut buf = [0u8; 9];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"cipher ok", "{cipher:?}");
+        }
+        let server = SecretKey::generate().unwrap();
+        let (mut a, b) = duplex(1 << 16);
+        a.write_all(b"SKYDMS\x01\x80").await.unwrap();
+        let s = accept(b, &server, accept_all).await;
+        assert!(
+            matches!(s, Err(HandshakeError::Malformed("preamble flags"))),
+            "{s:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn wrong_server_key_fails_at_the_server_and_the_client() {
         let server = SecretKey::generate().unwrap();
         let expected = SecretKey::generate().unwrap();
@@ -364,7 +426,7 @@ mod tests {
         let server_pk = server.public_key();
         let (a, b) = duplex(1 << 16);
         let (_c, s) = tokio::join!(
-            connect_claiming(a, &client, victim, &server_pk),
+            connect_claiming(a, &client, victim, &server_pk, Cipher::Auto),
             accept(b, &server, accept_all)
         );
         assert!(matches!(s, Err(HandshakeError::BadIdentity(_))), "{s:?}");
@@ -398,7 +460,7 @@ mod tests {
         let fake_server = async move {
             let mut pre = [0u8; 8];
             b.read_exact(&mut pre).await.unwrap();
-            assert_eq!(&pre, &PREAMBLE);
+            assert_eq!(&pre[..7], &PREAMBLE[..7]);
             b.write_all(b"SKYDMS\x00\x00").await.unwrap();
             b
         };

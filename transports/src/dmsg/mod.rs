@@ -6,6 +6,7 @@
 //! ports), [`stream`] (end-to-end KK streams), [`session`] (client sessions), [`server`] (the
 //! relay server).
 
+pub mod cipher;
 pub mod client;
 mod copy;
 pub mod disc;

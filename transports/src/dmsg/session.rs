@@ -46,6 +46,9 @@ pub struct SessionConfig {
     pub replay_window: Duration,
     /// Entries of the replay guard. Default 65 536.
     pub replay_capacity: usize,
+    /// The AEAD of sessions and of streams this endpoint dials. Default
+    /// [`Cipher::Auto`](super::cipher::Cipher::Auto): AES-GCM where the CPU accelerates it.
+    pub cipher: super::cipher::Cipher,
     /// yamux settings.
     pub mux: MuxConfig,
 }
@@ -60,6 +63,7 @@ impl Default for SessionConfig {
             listener_backlog: 256,
             replay_window: Duration::from_secs(30),
             replay_capacity: 65_536,
+            cipher: super::cipher::Cipher::Auto,
             mux: MuxConfig::default(),
         }
     }
@@ -200,7 +204,9 @@ impl Endpoint {
             counters: Arc::new(IoCounters::default()),
         };
         let counters = io.counters.clone();
-        let (transport, params) = handshake::connect(io, &self.inner.key, &server_pk).await?;
+        let cipher = self.inner.config.cipher;
+        let (transport, params) =
+            handshake::connect_with(io, &self.inner.key, &server_pk, cipher).await?;
         let mut mux = Mux::spawn(transport, mux::Mode::Client, self.inner.config.mux.clone());
         let inbound = mux.take_inbound();
         let opener = mux.opener();
@@ -319,7 +325,8 @@ impl ClientSession {
     pub async fn dial(&self, dst: Addr) -> Result<DmsgStream, DialError> {
         let inner = &self.endpoint.inner;
         let port = inner.ports.ephemeral()?;
-        let work = stream::dial(&self.opener, &inner.key, &self.server, port, dst);
+        let cipher = inner.config.cipher;
+        let work = stream::dial(&self.opener, &inner.key, &self.server, port, dst, cipher);
         tokio::time::timeout(inner.config.stream_handshake_timeout, work)
             .await
             .map_err(|_| DialError::Timeout)?

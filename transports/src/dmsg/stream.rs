@@ -6,6 +6,7 @@ use std::io;
 
 use tokio::io::AsyncWriteExt;
 
+use super::cipher::{Cipher, protocol_name};
 use super::mux::{MuxError, MuxStream, Opener};
 use super::noise::{MAX_MESSAGE, NoiseStream};
 use super::ports::{PortError, PortGuard, Ports};
@@ -16,7 +17,8 @@ use super::wire::{
 };
 use crate::identity::{PublicKey, SecretKey};
 
-/// The Noise pattern of end-to-end streams.
+/// The Noise pattern of end-to-end streams with ChaCha20-Poly1305 (request `cipher` 0; 1 is the
+/// same with AES-GCM).
 pub const STREAM_PATTERN: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
 const PROLOGUE_TAG: &[u8] = b"skytower-dmsg-stream/1";
 
@@ -80,11 +82,12 @@ fn kk(
     src: &Addr,
     dst: &Addr,
     initiator: bool,
+    cipher: Cipher,
 ) -> Result<snow::HandshakeState, snow::Error> {
     let secret = local.noise_secret();
     let remote = remote.noise_public();
     let prologue = prologue(src, dst);
-    let b = snow::Builder::new(STREAM_PATTERN.parse()?)
+    let b = snow::Builder::new(protocol_name("KK", cipher).parse()?)
         .local_private_key(secret.as_bytes())?
         .remote_public_key(&remote)?
         .prologue(&prologue)?;
@@ -110,9 +113,11 @@ pub(crate) async fn dial(
     server: &PublicKey,
     port: PortGuard,
     dst: Addr,
+    cipher: Cipher,
 ) -> Result<DmsgStream, DialError> {
+    let cipher = cipher.resolve();
     let src = Addr::new(local.public_key(), port.port());
-    let mut hs = kk(local, &dst.pk, &src, &dst, true).map_err(DialError::Noise)?;
+    let mut hs = kk(local, &dst.pk, &src, &dst, true, cipher).map_err(DialError::Noise)?;
     let mut msg1 = vec![0u8; 256];
     let n = hs.write_message(&[], &mut msg1).map_err(DialError::Noise)?;
     msg1.truncate(n);
@@ -121,6 +126,7 @@ pub(crate) async fn dial(
         dst,
         timestamp_ms: unix_ms_now(),
         nonce: random_nonce()?,
+        cipher: cipher.to_wire(),
         noise: msg1,
     }
     .sign(local)?;
@@ -262,7 +268,11 @@ pub(crate) async fn accept(
         refuse(&mut stream, local, hash, code).await?;
         return Err(InboundError::Refused(code));
     }
-    let handshake = kk(local, &req.src.pk, &req.src, &req.dst, false).and_then(|mut hs| {
+    let Some(cipher) = Cipher::from_wire(req.cipher) else {
+        refuse(&mut stream, local, hash, Code::Malformed).await?;
+        return Err(InboundError::Refused(Code::Malformed));
+    };
+    let handshake = kk(local, &req.src.pk, &req.src, &req.dst, false, cipher).and_then(|mut hs| {
         let mut payload = vec![0u8; MAX_MESSAGE];
         hs.read_message(&req.noise, &mut payload)?;
         Ok(hs)

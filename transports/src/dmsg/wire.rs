@@ -13,6 +13,7 @@
 //!     dst: Addr::new(b.public_key(), 80),
 //!     timestamp_ms: 1_700_000_000_000,
 //!     nonce: [7; 16],
+//!     cipher: 0,
 //!     noise: vec![1, 2, 3],
 //! };
 //! let signed = req.sign(&a).unwrap();
@@ -317,6 +318,8 @@ pub struct StreamRequest {
     pub timestamp_ms: u64,
     /// Random nonce (replay protection with `src.pk`).
     pub nonce: [u8; 16],
+    /// The end-to-end AEAD the dialer chose (0 ChaCha20-Poly1305, 1 AES-256-GCM).
+    pub cipher: u8,
     /// Noise KK message 1.
     pub noise: Vec<u8>,
 }
@@ -338,6 +341,7 @@ impl StreamRequest {
         out.extend_from_slice(&self.dst.port.to_be_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         out.extend_from_slice(&self.nonce);
+        out.push(self.cipher);
         out.extend_from_slice(&(self.noise.len() as u16).to_be_bytes());
         out.extend_from_slice(&self.noise);
         Ok(out)
@@ -374,6 +378,7 @@ impl SignedRequest {
         let dst = Addr::new(r.pk()?, r.port()?);
         let timestamp_ms = r.u64()?;
         let nonce = r.array::<16>()?;
+        let cipher = r.u8()?;
         let noise = r.noise()?;
         let signed_len = body.len() - r.0.len();
         let sig = Signature::from(r.array::<SIG_LEN>()?);
@@ -387,6 +392,7 @@ impl SignedRequest {
                 dst,
                 timestamp_ms,
                 nonce,
+                cipher,
                 noise,
             },
             raw: body.to_vec(),
@@ -591,6 +597,7 @@ mod tests {
             dst: Addr::new(b.public_key(), 80),
             timestamp_ms: 1_700_000_000_123,
             nonce: [9; 16],
+            cipher: 1,
             noise: vec![5; 48],
         }
     }
@@ -599,8 +606,8 @@ mod tests {
     fn request_round_trips_and_layout_is_fixed() {
         let (a, b) = keys();
         let signed = request(&a, &b).sign(&a).unwrap();
-        // 2 + (32+2)*2 + 8 + 16 + 2 + 48 + 64
-        assert_eq!(signed.as_bytes().len(), 208);
+        // 2 + (32+2)*2 + 8 + 16 + 1 + 2 + 48 + 64
+        assert_eq!(signed.as_bytes().len(), 209);
         assert_eq!(&signed.as_bytes()[..2], &[0x01, 0x01]);
         assert_eq!(&signed.as_bytes()[2..34], a.public_key().as_bytes());
         let decoded = SignedRequest::decode(signed.as_bytes()).unwrap();
