@@ -406,11 +406,12 @@ async fn registers_with_dmsg_discovery_and_deletes_its_entry_on_shutdown() {
     assert_eq!(section.available_sessions, 10);
 
     // A client that knows only the discovery finds the server and holds a session.
-    let client = Client::start(
+    let client = Client::start_with_discovery_url(
         SecretKey::generate().unwrap(),
-        std::sync::Arc::new(HttpDiscovery::new(&url).unwrap()),
+        &url,
         ClientConfig::default(),
-    );
+    )
+    .unwrap();
     assert_eq!(
         client.wait_for_sessions(1, Duration::from_secs(10)).await,
         1

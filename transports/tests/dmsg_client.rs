@@ -118,6 +118,16 @@ async fn known_bad_pair_is_skipped_without_a_network_attempt() {
     assert!(err.to_string().contains("skipped"), "{err}");
     assert_eq!(net.server(0).unwrap().stats().refused_total(), refused);
     assert!(a.negative_cache().is_bad(&(c.public_key(), server)));
+    // The client's configured TTL (30 s) applies; expiry exactly at the TTL is proven with
+    // paused time in the NegativeCache layer's own tests.
+    let left = a
+        .negative_cache()
+        .expires_in(&(c.public_key(), server))
+        .unwrap();
+    assert!(
+        left <= Duration::from_secs(30) && left > Duration::from_secs(25),
+        "{left:?}"
+    );
     // Once the pair is cleared (the TTL itself is tested with paused time in the layer's tests),
     // the dial goes out again.
     a.negative_cache().remove(&(c.public_key(), server));

@@ -409,6 +409,17 @@ impl Client {
         }
     }
 
+    /// Starts a client that uses the dmsg-discovery at `discovery_url` (`http://host:port`)
+    /// through [`HttpDiscovery`](super::disc_http::HttpDiscovery).
+    pub fn start_with_discovery_url(
+        key: SecretKey,
+        discovery_url: &str,
+        config: ClientConfig,
+    ) -> Result<Client, super::disc_http::HttpDiscoveryError> {
+        let discovery = super::disc_http::HttpDiscovery::new(discovery_url)?;
+        Ok(Client::start(key, Arc::new(discovery), config))
+    }
+
     /// Our public key.
     pub fn public_key(&self) -> PublicKey {
         self.inner.endpoint.public_key()
