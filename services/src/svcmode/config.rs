@@ -110,7 +110,9 @@ pub struct SvcArgs {
 impl Default for SvcArgs {
     fn default() -> Self {
         SvcArgs {
-            addr: DEFAULT_ADDR.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            addr: DEFAULT_ADDR
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             key: None,
             discovery: None,
             dmsg_port: DEFAULT_DMSG_PORT,
@@ -141,12 +143,10 @@ impl SvcArgs {
             return Err(SvcError::MetricsUnsupported { addr });
         }
         let key = match (&self.key, self.mode.dmsg()) {
-            (Some(path), true) => {
-                Some(SecretKey::load(path).map_err(|source| SvcError::Key {
-                    path: path.clone(),
-                    source,
-                })?)
-            }
+            (Some(path), true) => Some(SecretKey::load(path).map_err(|source| SvcError::Key {
+                path: path.clone(),
+                source,
+            })?),
             _ => None,
         };
         let discovery = match (&self.discovery, self.mode.dmsg()) {

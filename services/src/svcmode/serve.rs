@@ -104,22 +104,21 @@ impl SvcServer {
             None
         };
         let http_addr = match &tcp {
-            Some(Listener::Tcp(l)) => Some(l.local_addr().map_err(|source| SvcError::Bind {
-                addr,
-                source,
-            })?),
+            Some(Listener::Tcp(l)) => Some(
+                l.local_addr()
+                    .map_err(|source| SvcError::Bind { addr, source })?,
+            ),
             _ => None,
         };
 
         let (client, dmsg) = match (mode.dmsg(), key, discovery) {
             (true, Some(key), Some(discovery)) => {
                 let client = Arc::new(Client::start(key, discovery, client_config));
-                let listener = Listener::dmsg(&client, dmsg_port).map_err(|source| {
-                    SvcError::DmsgListen {
+                let listener =
+                    Listener::dmsg(&client, dmsg_port).map_err(|source| SvcError::DmsgListen {
                         port: dmsg_port,
                         source,
-                    }
-                })?;
+                    })?;
                 (Some(client), Some(listener))
             }
             _ => (None, None),
@@ -130,7 +129,9 @@ impl SvcServer {
         if let (Some(client), Some(address)) = (&client, dmsg_addr) {
             let weak = Arc::downgrade(client);
             registry
-                .register("dmsg", move || dmsg_report(weak.upgrade().as_deref(), address))
+                .register("dmsg", move || {
+                    dmsg_report(weak.upgrade().as_deref(), address)
+                })
                 .map_err(|e| SvcError::Health(e.to_string()))?;
         }
 
