@@ -102,7 +102,7 @@ pub struct SvcArgs {
     /// Shutdown grace period: in-flight requests get this long to finish (e.g. `10s`, `500ms`).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub grace: Duration,
-    /// Serve Prometheus metrics on this address (not implemented yet: refused when given).
+    /// Serve Prometheus text metrics on this address (`GET /metrics`), on a separate listener.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 }
@@ -130,17 +130,13 @@ impl SvcArgs {
     ///
     /// [`SvcError::KeyRequired`] / [`SvcError::DiscoveryRequired`] for `--mode dmsg|dual`
     /// without `--key` / `--discovery`; [`SvcError::Key`] when the key file cannot be read;
-    /// [`SvcError::DiscoveryUrl`] for a bad URL; [`SvcError::MetricsUnsupported`] for
-    /// `--metrics` (not implemented yet).
+    /// [`SvcError::DiscoveryUrl`] for a bad URL.
     pub fn resolve(&self) -> Result<SvcConfig, SvcError> {
         if self.mode.dmsg() && self.key.is_none() {
             return Err(SvcError::KeyRequired { mode: self.mode });
         }
         if self.mode.dmsg() && self.discovery.is_none() {
             return Err(SvcError::DiscoveryRequired { mode: self.mode });
-        }
-        if let Some(addr) = self.metrics {
-            return Err(SvcError::MetricsUnsupported { addr });
         }
         let key = match (&self.key, self.mode.dmsg()) {
             (Some(path), true) => Some(SecretKey::load(path).map_err(|source| SvcError::Key {
@@ -163,6 +159,7 @@ impl SvcArgs {
             dmsg_port: self.dmsg_port,
             mode: self.mode,
             grace: self.grace,
+            metrics: self.metrics,
             ..SvcConfig::default()
         })
     }
@@ -184,6 +181,8 @@ pub struct SvcConfig {
     pub mode: Mode,
     /// Shutdown grace period for in-flight requests.
     pub grace: Duration,
+    /// Serve Prometheus metrics on this address (see [`metrics`](super::metrics)).
+    pub metrics: Option<SocketAddr>,
     /// The service version reported by `/health` (default: this crate's version).
     pub version: String,
     /// Settings of the DMSG client the service owns (default [`ClientConfig::default`]).
@@ -203,6 +202,7 @@ impl Default for SvcConfig {
             dmsg_port: DEFAULT_DMSG_PORT,
             mode: Mode::Http,
             grace: DEFAULT_GRACE,
+            metrics: None,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             client: ClientConfig::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -220,6 +220,7 @@ impl std::fmt::Debug for SvcConfig {
             .field("dmsg_port", &self.dmsg_port)
             .field("mode", &self.mode)
             .field("grace", &self.grace)
+            .field("metrics", &self.metrics)
             .field("version", &self.version)
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)

@@ -5,12 +5,14 @@
 //!   address), `--key` (DMSG key file), `--discovery` (dmsg-discovery URL), `--dmsg-port`
 //!   (default 80), `--mode http|dmsg|dual` (default `http`; `dmsg` and `dual` need `--key`
 //!   and `--discovery`, else [`SvcArgs::resolve`] fails with a message saying so), `--grace`
-//!   (shutdown grace period, default 10 s), `--metrics` (reserved; refused for now).
+//!   (shutdown grace period, default 10 s), `--metrics ADDR` (Prometheus text metrics on a
+//!   separate listener, see [`metrics`]).
 //! - **Serving** ([`serve`] / [`SvcServer`]): in DMSG modes the service starts and owns a
 //!   [`dmsg::Client`](skytower_transports::dmsg::Client) (sessions from discovery, its entry
 //!   published) listening on `--dmsg-port`; it is closed, and its entry removed, at the end.
 //!   Every connection (TCP or DMSG) runs hyper's HTTP/1 server over a clone of the stack
-//!   `SetRequestId(x-request-id) ▸ Trace ▸ PropagateRequestId ▸ Health ▸ your service`; each
+//!   `SetRequestId(x-request-id) ▸ Trace ▸ PropagateRequestId ▸ request metrics ▸ Health ▸
+//!   your service`; each
 //!   request carries its [`Peer`](skytower_transports::connector::Peer) in its extensions.
 //!   Connections are bounded ([`SvcConfig::max_connections`]), as is the time to send headers.
 //! - **`/health`** (the [`HealthLayer`](skytower_layers::HealthLayer), service name and
@@ -85,6 +87,7 @@
 //! ```
 
 mod config;
+pub mod metrics;
 mod serve;
 mod signal;
 
@@ -123,12 +126,12 @@ pub enum SvcError {
         /// The mode asked for.
         mode: Mode,
     },
-    /// `--metrics` is not implemented yet.
-    #[error("--metrics {addr}: the metrics endpoint is not implemented yet")]
-    MetricsUnsupported {
-        /// The address asked for.
-        addr: SocketAddr,
-    },
+    /// The Prometheus recorder could not be installed (another global `metrics` recorder?).
+    #[error("installing the metrics recorder: {0}")]
+    Metrics(String),
+    /// Too many scrape hooks.
+    #[error("too many on_scrape hooks (at most {0})")]
+    TooManyHooks(usize),
     /// The key file could not be read.
     #[error("reading the DMSG key {}: {source}", path.display())]
     Key {

@@ -2,32 +2,50 @@
 //! shutdown.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::future::{Future, pending};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::PrometheusHandle;
 use skytower_layers::check::CheckReport;
 use skytower_layers::{BoxError, HealthLayer, HealthRegistry};
 use skytower_transports::connector::{Connection, Listener, Peer};
 use skytower_transports::dmsg::Client;
 use skytower_transports::dmsg::wire::Addr;
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use super::metrics::{RequestMetricsLayer, record_dmsg_client, transport_label};
 use super::{SvcConfig, SvcError};
 
 type Driver = Pin<Box<dyn Future<Output = Result<(), SvcError>> + Send>>;
+type Hook = Arc<dyn Fn() + Send + Sync>;
+type Hooks = Arc<Mutex<Vec<Hook>>>;
+
+/// Most [`SvcServer::on_scrape`] hooks.
+const MAX_HOOKS: usize = 64;
+/// Most concurrent connections to the metrics listener.
+const MAX_METRICS_CONNECTIONS: usize = 16;
+
+struct MetricsEndpoint {
+    listener: TcpListener,
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+}
 
 /// A started service: listeners bound, DMSG client (if any) started and listening. Nothing is
 /// served until [`run_until`](Self::run_until) is awaited; dropping it without running closes
@@ -40,6 +58,8 @@ pub struct SvcServer {
     registry: HealthRegistry,
     driver: Driver,
     stop: oneshot::Sender<()>,
+    metrics: Option<MetricsEndpoint>,
+    hooks: Hooks,
 }
 
 impl std::fmt::Debug for SvcServer {
@@ -48,6 +68,7 @@ impl std::fmt::Debug for SvcServer {
             .field("name", &self.name)
             .field("http_addr", &self.http_addr)
             .field("dmsg_addr", &self.dmsg_addr)
+            .field("metrics_addr", &self.metrics_addr())
             .finish_non_exhaustive()
     }
 }
@@ -64,7 +85,7 @@ impl SvcServer {
     /// # Errors
     ///
     /// [`SvcError::KeyRequired`] and the other [`SvcConfig::validate`] errors, [`SvcError::Bind`]
-    /// and [`SvcError::DmsgListen`].
+    /// (HTTP or metrics address), [`SvcError::DmsgListen`] and [`SvcError::Metrics`].
     pub async fn start<S, B>(
         config: SvcConfig,
         name: impl Into<Cow<'static, str>>,
@@ -86,11 +107,31 @@ impl SvcServer {
             dmsg_port,
             mode,
             grace,
+            metrics,
             version,
             client: client_config,
             max_connections,
             header_read_timeout,
         } = config;
+
+        let metrics = match metrics {
+            Some(addr) => {
+                let handle = super::metrics::recorder().map_err(SvcError::Metrics)?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| SvcError::Bind { addr, source })?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|source| SvcError::Bind { addr, source })?;
+                Some(MetricsEndpoint {
+                    listener,
+                    addr,
+                    handle,
+                })
+            }
+            None => None,
+        };
+        let hooks: Hooks = Arc::new(Mutex::new(Vec::new()));
 
         let health = HealthLayer::new(name.clone()).version(version);
         let registry = health.registry();
@@ -133,12 +174,20 @@ impl SvcServer {
                     dmsg_report(weak.upgrade().as_deref(), address)
                 })
                 .map_err(|e| SvcError::Health(e.to_string()))?;
+            let weak = Arc::downgrade(client);
+            let service = name.to_string();
+            lock(&hooks).push(Arc::new(move || {
+                if let Some(client) = weak.upgrade() {
+                    record_dmsg_client(&service, &client);
+                }
+            }));
         }
 
         let stack = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http())
             .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(RequestMetricsLayer::new(&name, metrics.is_some()))
             .layer(health)
             .service(service);
 
@@ -148,12 +197,13 @@ impl SvcServer {
             max_connections,
             header_read_timeout,
         };
-        let driver = Box::pin(drive(tcp, dmsg, stack, settings, stop_rx));
+        let driver = Box::pin(drive(tcp, dmsg, stack, settings, name.to_string(), stop_rx));
         tracing::info!(
             service = %name,
             %mode,
             http = ?http_addr,
             dmsg = ?dmsg_addr.map(|a| a.to_string()),
+            metrics = ?metrics.as_ref().map(|m| m.addr),
             "service started"
         );
         Ok(SvcServer {
@@ -164,7 +214,30 @@ impl SvcServer {
             registry,
             driver,
             stop,
+            metrics,
+            hooks,
         })
+    }
+
+    /// The bound metrics address (with [`SvcConfig::metrics`]).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
+    }
+
+    /// Runs `hook` before each metrics scrape, so the service can report the state of its own
+    /// layers (see [`metrics::record_handshake_queue`](super::metrics::record_handshake_queue)
+    /// and the other `record_*` helpers). Hooks must be quick and must not block.
+    ///
+    /// # Errors
+    ///
+    /// [`SvcError::TooManyHooks`] beyond 64 hooks.
+    pub fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) -> Result<(), SvcError> {
+        let mut hooks = lock(&self.hooks);
+        if hooks.len() >= MAX_HOOKS {
+            return Err(SvcError::TooManyHooks(MAX_HOOKS));
+        }
+        hooks.push(Arc::new(hook));
+        Ok(())
     }
 
     /// The bound HTTP address (modes http and dual; `None` in mode dmsg, which has no TCP
@@ -205,8 +278,12 @@ impl SvcServer {
             registry,
             mut driver,
             stop,
+            metrics,
+            hooks,
             ..
         } = self;
+        // The metrics listener lives exactly as long as this call.
+        let _metrics = metrics.map(|m| AbortOnDrop(tokio::spawn(serve_metrics(m, hooks))));
         let result = tokio::select! {
             r = &mut driver => r,
             () = shutdown => {
@@ -265,6 +342,84 @@ fn dmsg_report(client: Option<&Client>, address: Addr) -> CheckReport {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text format) until dropped.
+async fn serve_metrics(endpoint: MetricsEndpoint, hooks: Hooks) {
+    let MetricsEndpoint {
+        listener, handle, ..
+    } = endpoint;
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let io = match listener.accept().await {
+            Ok((io, _)) => io,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if conns.len() >= MAX_METRICS_CONNECTIONS {
+            tracing::debug!("too many metrics connections; dropping one");
+            continue;
+        }
+        let handle = handle.clone();
+        let hooks = hooks.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let res = metrics_response(&req, &handle, &hooks);
+                async move { Ok::<_, Infallible>(res) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(io), svc)
+                .await;
+        });
+    }
+}
+
+fn metrics_response(
+    req: &Request<Incoming>,
+    handle: &PrometheusHandle,
+    hooks: &Hooks,
+) -> Response<Full<Bytes>> {
+    let status = |code: StatusCode| {
+        let mut res = Response::new(Full::new(Bytes::new()));
+        *res.status_mut() = code;
+        res
+    };
+    if req.uri().path() != "/metrics" {
+        return status(StatusCode::NOT_FOUND);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return status(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let hooks: Vec<Hook> = lock(hooks).clone();
+    for hook in hooks {
+        hook();
+    }
+    handle.run_upkeep();
+    let body = handle.render();
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
 #[derive(Clone, Copy, Debug)]
 struct ConnSettings {
     grace: Duration,
@@ -285,6 +440,7 @@ async fn drive<S, B>(
     mut dmsg: Option<Listener>,
     service: S,
     settings: ConnSettings,
+    name: String,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), SvcError>
 where
@@ -341,6 +497,12 @@ where
             }
         };
         tracing::debug!(%peer, "connection accepted");
+        let open = metrics::gauge!(
+            "svc_open_connections",
+            "service" => name.clone(),
+            "transport" => transport_label(Some(&peer)),
+        );
+        open.increment(1.0);
         let svc = service
             .clone()
             .map_request(move |mut req: Request<Incoming>| {
@@ -353,6 +515,7 @@ where
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            open.decrement(1.0);
             drop(permit);
         });
     }
