@@ -225,7 +225,7 @@ async fn slow_request_completes_during_shutdown_while_new_connections_are_refuse
     let server = SvcServer::start(
         config,
         "svc-test",
-        slow_app(started.clone(), Duration::from_millis(800)),
+        slow_app(started.clone(), Duration::from_millis(1500)),
     )
     .await
     .unwrap();
