@@ -5,8 +5,13 @@
 //! - [`dmsg_discovery`]: the DMSG discovery service (signed entries with TTLs, an embedded store
 //!   and a Redis store, per-key rate limits; `skytower dmsg-discovery`).
 //!
-//! The shared "service mode" and the other services (transport/service discovery, address
-//! resolver, ...) arrive with their issues. The crate also re-exports the crates every service
+//! - [`svcmode`]: the shared service mode: one set of flags (`--addr --key --discovery
+//!   --dmsg-port --mode http|dmsg|dual --grace`) and [`svcmode::serve`], which runs the same
+//!   tower HTTP service over HTTP, DMSG-HTTP or both, with `/health`, trace and request-id
+//!   layers and graceful shutdown.
+//!
+//! The other services (transport/service discovery, address resolver, ...) arrive with their
+//! issues. The crate also re-exports the crates every service
 //! builds on.
 //!
 //! # Example: config parsing
@@ -55,6 +60,7 @@
 
 pub mod dmsg_discovery;
 pub mod dmsg_server;
+pub mod svcmode;
 
 pub use skytower_layers as layers;
 pub use skytower_transports as transports;

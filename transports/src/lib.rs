@@ -10,6 +10,8 @@
 //! - [`connector`]: one [`Connector`](connector::Connector) (`tower::Service<Target>` and
 //!   `Service<Uri>` for hyper-util) for `tcp://` and `dmsg://` targets, and one
 //!   [`Listener`](connector::Listener) for both.
+//! - [`fetch`]: the [`FetchChain`](fetch::FetchChain): DMSG first, HTTP as the fallback,
+//!   remembering a fallback for a while.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -45,6 +47,7 @@
 
 pub mod connector;
 pub mod dmsg;
+pub mod fetch;
 pub mod identity;
 mod io_delegate;
 #[cfg(feature = "testing")]
