@@ -17,7 +17,8 @@
 //! DMSG attempt, a quiet ephemeral client with a fresh key from the given discovery
 //! ([`discovery`](FetchChainBuilder::discovery) or
 //! [`discovery_url`](FetchChainBuilder::discovery_url)): dial-only (`auto_connect: false`), so
-//! it opens sessions only when dialing. Both sides use hyper-util's pooled client, so repeated
+//! it opens sessions only when dialing, and unpublished (`publish: false`), so it never appears in
+//! discovery. Both sides use hyper-util's pooled client, so repeated
 //! fetches reuse connections (a DMSG stream, a TCP connection).
 //!
 //! `FetchChain` is also a `tower::Service<FetchRequest>`, so timeouts, retries or a
@@ -306,7 +307,7 @@ impl FetchChainBuilder {
         self
     }
 
-    /// Settings of the ephemeral client (`auto_connect` is forced off).
+    /// Settings of the ephemeral client (`auto_connect` and `publish` are forced off).
     pub fn client_config(mut self, config: ClientConfig) -> Self {
         self.client_config = config;
         self
@@ -354,6 +355,7 @@ impl FetchChainBuilder {
         };
         let mut client_config = self.client_config;
         client_config.auto_connect = false;
+        client_config.publish = false;
         let source = match (self.source, self.discovery_url) {
             (DmsgSource::Client(c), _) => DmsgSource::Client(c),
             (DmsgSource::Discovery(d, _), _) => DmsgSource::Discovery(d, Box::new(client_config)),

@@ -47,6 +47,9 @@ pub struct ClientConfig {
     /// sets it to false: it opens sessions on demand when dialing and publishes no entry until
     /// it has sessions.
     pub auto_connect: bool,
+    /// Publish the client entry (default true). A dial-only client that must stay unreachable
+    /// (an ephemeral fetch client) sets it to false: it then never appears in discovery.
+    pub publish: bool,
     /// Re-publish the client entry this often even when nothing changed (default 30 min;
     /// discovery keeps client entries 60 min).
     pub reannounce: Duration,
@@ -76,6 +79,7 @@ impl Default for ClientConfig {
             session: SessionConfig::default(),
             min_sessions: 1,
             auto_connect: true,
+            publish: true,
             reannounce: Duration::from_secs(30 * 60),
             publish_debounce: Duration::from_secs(1),
             entry_cache_ttl: Duration::from_secs(300),
@@ -636,7 +640,7 @@ async fn maintain(inner: Arc<Inner>) {
         // The first entry goes out at once (nothing to merge yet); later changes are debounced.
         let settled = published.is_none()
             || dirty_since.is_none_or(|d| now.duration_since(d) >= cfg.publish_debounce);
-        if !set.is_empty() && ((changed && settled) || due) {
+        if cfg.publish && !set.is_empty() && ((changed && settled) || due) {
             let mut entry = Entry::new_client(inner.endpoint.public_key(), set.clone());
             sequence = sequence.saturating_add(1).max(unix_ms_now());
             entry.sequence = sequence;
