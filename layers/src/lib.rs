@@ -2,7 +2,7 @@
 //!
 //! | layer | what it does | refuses with |
 //! |---|---|---|
-//! | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | per key: opens after N consecutive failures (3), fails fast while open (60 s), one half-open probe | [`CircuitOpen`](circuit_breaker::CircuitOpen) |
+//! | [`CircuitBreakerLayer`] | per key: opens after N consecutive failures (3), fails fast while open (60 s), one half-open probe | [`CircuitOpen`] |
 //! | [`NegativeCacheLayer`] | per key: a failure marks the key bad for a TTL (30 s); bad keys fail fast | [`KnownBad`] |
 //! | [`HandshakeQueueLayer`] | bounds work in flight (64) and its time from submission (10 s) with a bounded wait queue | [`Overloaded`](handshake_queue::Overloaded), [`HandshakeTimeout`](handshake_queue::HandshakeTimeout) |
 //! | [`HealthLayer`] | answers `GET`/`HEAD /health` with JSON from registered [`check::HealthCheck`]s | — |
