@@ -250,7 +250,8 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let replay = ReplayGuard::new(config.replay_window, config.replay_capacity);
+        // Preallocated: the server's memory must not creep up with the requests it has seen.
+        let replay = ReplayGuard::preallocated(config.replay_window, config.replay_capacity);
         let queue_layer = HandshakeQueueLayer::new()
             .max_in_flight(config.handshake_concurrency)
             .max_queued(config.handshake_queue)

@@ -1,0 +1,190 @@
+//! The relay server's heap after 10 000 relayed and 10 000 refused streams is back within 10 %
+//! of where it started. The server runs on its own thread with its own current-thread runtime,
+//! and a counting global allocator attributes heap bytes to that thread, so the clients' memory
+//! does not blur the figure.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use skytower_transports::dmsg::server::{Server, ServerConfig, ServerStats};
+use skytower_transports::dmsg::session::{Endpoint, SessionConfig};
+use skytower_transports::dmsg::wire::{Addr, Code};
+use skytower_transports::identity::{PublicKey, SecretKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Counting;
+
+static SERVER_HEAP: AtomicI64 = AtomicI64::new(0);
+
+thread_local! {
+    static IS_SERVER: Cell<bool> = const { Cell::new(false) };
+}
+
+fn on_server() -> bool {
+    IS_SERVER.try_with(Cell::get).unwrap_or(false)
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the wrapper only updates a counter.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() && on_server() {
+            SERVER_HEAP.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if on_server() {
+            SERVER_HEAP.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as ours.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() && on_server() {
+            SERVER_HEAP.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Starts a relay on its own thread; returns its address, key, stats and a stop handle.
+fn spawn_server() -> (
+    std::net::SocketAddr,
+    PublicKey,
+    Arc<ServerStats>,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (info_tx, info_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        IS_SERVER.with(|c| c.set(true));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = Server::bind(
+                SecretKey::generate().unwrap(),
+                "127.0.0.1:0".parse().unwrap(),
+                ServerConfig::default(),
+            )
+            .await
+            .unwrap();
+            info_tx
+                .send((
+                    server.local_addr(),
+                    server.public_key(),
+                    server.stats().clone(),
+                ))
+                .unwrap();
+            let _ = stop_rx.await;
+            server.shutdown().await;
+        });
+    });
+    let (addr, pk, stats) = info_rx.recv().unwrap();
+    (addr, pk, stats, stop_tx, thread)
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `rounds` × (one echoed stream + one refused dial) from `workers` concurrent tasks.
+async fn traffic(
+    sa: &Arc<skytower_transports::dmsg::session::ClientSession>,
+    ok: Addr,
+    refused: Addr,
+    rounds: usize,
+) {
+    let workers = 32;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let sa = sa.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..rounds).step_by(workers) {
+                let mut s = sa.dial(ok).await.unwrap();
+                s.write_all(&(i as u64).to_be_bytes()).await.unwrap();
+                s.shutdown().await.unwrap();
+                let mut back = Vec::new();
+                s.read_to_end(&mut back).await.unwrap();
+                assert_eq!(back, (i as u64).to_be_bytes());
+                let err = sa.dial(refused).await.unwrap_err();
+                assert_eq!(err.code(), Some(Code::NoListener));
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(300), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_memory_returns_within_ten_percent_after_ten_thousand_streams() {
+    let (addr, server_pk, stats, stop, thread) = spawn_server();
+    let config = SessionConfig::default();
+    let (a, b) = (
+        Endpoint::new(SecretKey::generate().unwrap(), config.clone()),
+        Endpoint::new(SecretKey::generate().unwrap(), config),
+    );
+    let sa = Arc::new(a.connect(addr, server_pk).await.unwrap());
+    let _sb = b.connect(addr, server_pk).await.unwrap();
+    eventually("both sessions registered", || stats.sessions() == 2).await;
+    let mut listener = b.listen(4).unwrap();
+    let _echo = tokio::spawn(async move {
+        while let Some(mut s) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(&mut s);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    let ok = Addr::new(b.public_key(), 4);
+    let refused = Addr::new(b.public_key(), 44);
+
+    // Warm up (buffers, pools, maps reach their working size), then take the baseline.
+    traffic(&sa, ok, refused, 200).await;
+    let quiet = |stats: &ServerStats| stats.bridges() == 0 && stats.tasks() == 3;
+    eventually("quiet after warm-up", || quiet(&stats)).await;
+    let baseline = SERVER_HEAP.load(Ordering::Relaxed);
+
+    traffic(&sa, ok, refused, 10_000).await;
+    eventually("quiet after the load", || quiet(&stats)).await;
+    assert_eq!(stats.relayed_total(), 10_200);
+    assert!(stats.refused_total() >= 10_200);
+    let after = SERVER_HEAP.load(Ordering::Relaxed);
+    let growth = after - baseline;
+    eprintln!("server heap: baseline {baseline} B, after {after} B, growth {growth:+} B");
+    assert!(
+        growth * 10 <= baseline,
+        "server heap grew from {baseline} to {after} bytes ({growth:+}): more than 10 %"
+    );
+
+    let _ = stop.send(());
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+}
