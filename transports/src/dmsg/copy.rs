@@ -11,18 +11,21 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::cell::RefCell;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Recently freed buffers, reused instead of allocating (and zeroing) a fresh one for every
-/// burst of data. Bounded: at most `POOL_MAX` buffers (1 MiB at the default 64 KiB) per process.
-static POOL: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+// Recently freed buffers, reused instead of allocating (and zeroing) a fresh one for every burst
+// of data. Per thread (no lock on the data path) and bounded: at most `POOL_MAX` buffers (1 MiB at
+// the default 64 KiB) per thread.
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
 const POOL_MAX: usize = 16;
 
 fn take_buffer(size: usize) -> Box<[u8]> {
-    let pooled = POOL.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    let pooled = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten();
     match pooled {
         Some(buf) if buf.len() == size => buf,
         _ => vec![0u8; size].into_boxed_slice(),
@@ -30,10 +33,12 @@ fn take_buffer(size: usize) -> Box<[u8]> {
 }
 
 fn give_buffer(buf: Box<[u8]>) {
-    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    if pool.len() < POOL_MAX {
-        pool.push(buf);
-    }
+    let _ = POOL.try_with(|p| {
+        let mut pool = p.borrow_mut();
+        if pool.len() < POOL_MAX {
+            pool.push(buf);
+        }
+    });
 }
 
 /// One direction of the copy.
