@@ -1,17 +1,22 @@
 //! dmsg-discovery: where DMSG clients and servers publish signed entries and find each other.
 //!
-//! A plain tower/axum HTTP service (`skytower dmsg-discovery --addr 127.0.0.1:9090`); the API is
+//! A tower/axum HTTP service (`skytower dmsg-discovery --addr 127.0.0.1:9090`) served through the
+//! shared service mode ([`crate::svcmode`]: `--mode http|dual`; `--mode dmsg` is refused, the
+//! discovery being the bootstrap dependency of DMSG; in `dual` mode the DMSG side registers in
+//! the service itself unless `--discovery` says otherwise); the API is
 //! specified in `docs/api/dmsg-discovery.md`, the entry format in `docs/protocol.md` §7
 //! ([`skytower_transports::dmsg::disc`]). The pieces:
 //!
-//! - [`Config`] / [`Args`]: flags shared by services (`--addr`, `--mode`, `--key`) and the
+//! - [`Config`] / [`Args`]: flags shared by services ([`SvcArgs`](crate::svcmode::SvcArgs):
+//!   `--addr`, `--mode`, `--key`, `--discovery`, `--dmsg-port`, `--grace`, `--metrics`) and the
 //!   discovery's own (`--store`, TTLs, `--timestamp-window`, rate limits, `--allow-loopback`...);
 //! - [`store`]: the [`Store`] trait, the embedded [`MemoryStore`] (default) and the
 //!   [`RedisStore`] (`--store redis://…`, for several instances sharing one Redis);
 //! - [`DiscoveryService`]: the router (API, `/health` through
 //!   [`HealthLayer`](skytower_layers::HealthLayer), limits) and the background maintenance
 //!   (expiry purge, rate-limit state pruning);
-//! - [`DiscoveryServer`] / [`run`]: bind, serve, shut down gracefully.
+//! - [`DiscoveryServer`] / [`run`]: start through the service mode, serve, shut down
+//!   gracefully.
 //!
 //! # Example
 //!
@@ -136,7 +141,9 @@ impl DiscoveryService {
         self
     }
 
-    /// Replaces the `/health` layer (e.g. to set the binary's commit).
+    /// Replaces the `/health` layer of [`router`](Self::router) (e.g. to set the binary's
+    /// commit). When served by [`DiscoveryServer`], `/health` is answered by the service mode's
+    /// layer (with the same `store` check) before the router sees it.
     pub fn with_health(mut self, health: HealthLayer) -> Self {
         self.health = health;
         self
@@ -153,8 +160,9 @@ impl DiscoveryService {
     }
 
     /// The HTTP router (API and `/health`). Peers are rate-limited by the
-    /// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo) extension when present
-    /// ([`DiscoveryServer`] serves with it), as [`RateKey::Unknown`] otherwise.
+    /// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo) extension when present, else by
+    /// the service mode's [`Peer`](skytower_transports::connector::Peer) (TCP: address range;
+    /// DMSG: public key, [`RateKey::Dmsg`]), as [`RateKey::Unknown`] otherwise.
     pub fn router(&self) -> Router {
         api::router(self.state.clone(), self.health.clone())
     }
