@@ -702,7 +702,7 @@ async fn http_client_against_a_real_server_and_graceful_shutdown() {
 }
 
 #[tokio::test]
-async fn dmsg_and_dual_modes_are_refused_at_start_up() {
+async fn dmsg_mode_and_keyless_dual_mode_are_refused_at_start_up() {
     let err = DiscoveryServer::bind(Config {
         mode: Mode::Dmsg,
         ..config()
@@ -714,6 +714,8 @@ async fn dmsg_and_dual_modes_are_refused_at_start_up() {
         err.to_string()
             .contains("must stay reachable over plain HTTP")
     );
+    // dual is served through the service mode, which needs a key (same message as every
+    // service).
     let err = DiscoveryServer::bind(Config {
         mode: Mode::Dual,
         ..config()
@@ -721,7 +723,7 @@ async fn dmsg_and_dual_modes_are_refused_at_start_up() {
     .await
     .unwrap_err();
     assert!(
-        err.to_string().contains("needs the service-mode issue"),
+        err.to_string().contains("--mode dual needs a DMSG key"),
         "{err}"
     );
 }

@@ -16,6 +16,7 @@ use http::{StatusCode, header};
 use serde::Serialize;
 use skytower_layers::check::{CheckFuture, CheckReport, HealthCheck};
 use skytower_layers::health::HealthLayer;
+use skytower_transports::connector::Peer;
 use skytower_transports::dmsg::disc::{DeleteRequest, Entry};
 use skytower_transports::dmsg::replay::unix_ms_now;
 use skytower_transports::identity::PublicKey;
@@ -176,11 +177,21 @@ fn peer_key(addr: SocketAddr) -> RateKey {
     }
 }
 
+/// Who a request is charged to: the TCP peer's address range, or the DMSG peer's public key
+/// (the service mode's [`Peer`]; axum's `ConnectInfo` when served by plain axum).
+fn request_key(req: &Request) -> RateKey {
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        return peer_key(*addr);
+    }
+    match req.extensions().get::<Peer>() {
+        Some(Peer::Tcp(addr)) => peer_key(*addr),
+        Some(Peer::Dmsg(addr)) => RateKey::Dmsg(addr.pk),
+        None => RateKey::Unknown,
+    }
+}
+
 async fn limit_by_peer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let key = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(RateKey::Unknown, |c| peer_key(c.0));
+    let key = request_key(&req);
     if let Err(wait) = state.limit.check(&key) {
         tracing::debug!(?key, ?wait, "rate limited");
         return ApiError::rate_limited(wait).into_response();
@@ -339,7 +350,7 @@ async fn client_entries(State(state): State<AppState>) -> Result<Json<Vec<Public
 }
 
 /// The store's health: `ok` with its kind and index sizes, `down` when it cannot be reached.
-struct StoreCheck(Arc<dyn Store>);
+pub(crate) struct StoreCheck(pub(crate) Arc<dyn Store>);
 
 impl HealthCheck for StoreCheck {
     fn check(&self) -> CheckFuture<'_> {

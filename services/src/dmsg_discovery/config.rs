@@ -6,18 +6,13 @@ use std::time::Duration;
 
 use super::error::RunError;
 use super::store::{RedisConfig, StoreConfig};
+pub use crate::svcmode::Mode;
+use crate::svcmode::SvcArgs;
 
-/// How the service is reachable (flag shared by every service; see the service-mode issue).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Plain HTTP on `--addr`.
-    #[default]
-    Http,
-    /// HTTP and DMSG (refused until the service-mode issue lands).
-    Dual,
-    /// DMSG only (always refused: discovery is the bootstrap dependency).
-    Dmsg,
-}
+/// Default listen address of dmsg-discovery (`--addr`).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9090";
+/// Default shutdown grace period of dmsg-discovery (`--grace`).
+pub const DEFAULT_GRACE: &str = "5s";
 
 /// Which store holds the entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,14 +40,26 @@ impl std::str::FromStr for StoreSpec {
 
 /// Everything the service needs. [`Config::default`] is the production default on
 /// `127.0.0.1:9090`.
+///
+/// The first fields are the service-mode flags shared by every service
+/// ([`SvcArgs`](crate::svcmode::SvcArgs)); the rest are the discovery's own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Listen address (`--addr`).
+    /// HTTP listen address (`--addr`).
     pub addr: SocketAddr,
-    /// `--mode`.
+    /// `--mode`: `http` (default) or `dual`; `dmsg` is refused (discovery is the bootstrap
+    /// dependency and must stay reachable over HTTP).
     pub mode: Mode,
-    /// The service's identity key file (`--key`); used by `--mode dual` once it exists.
+    /// The service's DMSG identity key file (`--key`; required by `--mode dual`).
     pub key: Option<PathBuf>,
+    /// The dmsg-discovery the DMSG side registers in (`--discovery`, mode dual). Default: this
+    /// service itself, at `http://<bound HTTP address>` (an unspecified bind address such as
+    /// `0.0.0.0` is reached over loopback).
+    pub discovery: Option<String>,
+    /// DMSG port served on in mode dual (`--dmsg-port`, default 80).
+    pub dmsg_port: u16,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<SocketAddr>,
     /// The store (`--store`).
     pub store: StoreSpec,
     /// TTLs and bounds of the store (its `tombstone_ttl` is raised to twice
@@ -78,7 +85,8 @@ pub struct Config {
     pub max_list: usize,
     /// How often expired entries and idle rate-limit state are purged (default 10 s).
     pub purge_interval: Duration,
-    /// How long in-flight requests may finish after shutdown is requested (default 5 s).
+    /// How long in-flight requests may finish after shutdown is requested (`--grace`,
+    /// default 5 s).
     pub grace: Duration,
 }
 
@@ -88,6 +96,9 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             mode: Mode::Http,
             key: None,
+            discovery: None,
+            dmsg_port: crate::svcmode::DEFAULT_DMSG_PORT,
+            metrics: None,
             store: StoreSpec::Memory,
             store_config: StoreConfig::default(),
             timestamp_window: Duration::from_secs(60),
@@ -106,11 +117,15 @@ impl Default for Config {
 
 impl Config {
     /// Checks the mode and the numbers; called by [`DiscoveryServer::bind`](super::DiscoveryServer::bind).
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::DmsgOnly`] for `--mode dmsg`, [`RunError::Config`] for a bad number.
+    /// (`--mode dual` without `--key` is refused when the server starts, with the service
+    /// mode's message.)
     pub fn validate(&self) -> Result<(), RunError> {
-        match self.mode {
-            Mode::Http => {}
-            Mode::Dual => return Err(RunError::DualUnsupported),
-            Mode::Dmsg => return Err(RunError::DmsgOnly),
+        if self.mode == Mode::Dmsg {
+            return Err(RunError::DmsgOnly);
         }
         let positive = [
             ("--server-ttl", self.store_config.server_ttl),
@@ -140,18 +155,23 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// The `skytower dmsg-discovery` flags.
+/// The `skytower dmsg-discovery` flags: the service-mode flags shared by every service
+/// ([`SvcArgs`]: `--addr`, `--key`, `--discovery`, `--dmsg-port`, `--mode`, `--grace`,
+/// `--metrics`; here `--addr` defaults to `127.0.0.1:9090` and `--grace` to `5s`) and the
+/// discovery's own.
 #[derive(Clone, Debug, clap::Args)]
+#[command(
+    mut_arg("addr", |a| a.default_value(DEFAULT_ADDR)),
+    mut_arg("grace", |a| a.default_value(DEFAULT_GRACE)),
+    mut_arg("discovery", |a| a.help(
+        "dmsg-discovery the DMSG side registers in (mode dual); default: this service itself, \
+         at http://<bound --addr>"
+    )),
+)]
 pub struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    pub addr: SocketAddr,
-    /// `http`, or `dual` (refused until the service-mode issue); `dmsg` is always refused.
-    #[arg(long, value_enum, default_value_t = Mode::Http)]
-    pub mode: Mode,
-    /// Identity key file (for `--mode dual`, later).
-    #[arg(long)]
-    pub key: Option<PathBuf>,
+    /// The shared service-mode flags (`--mode dmsg` is refused at start-up).
+    #[command(flatten)]
+    pub svc: SvcArgs,
     /// `memory` (embedded, default) or `redis://host:port[/db]`.
     #[arg(long, default_value = "memory")]
     pub store: StoreSpec,
@@ -194,9 +214,6 @@ pub struct Args {
     /// How often expired entries are purged.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub purge_interval: Duration,
-    /// Drain time on shutdown.
-    #[arg(long, default_value = "5s", value_parser = duration)]
-    pub grace: Duration,
 }
 
 impl From<Args> for Config {
@@ -209,9 +226,13 @@ impl From<Args> for Config {
             StoreSpec::Memory => StoreSpec::Memory,
         };
         Config {
-            addr: a.addr,
-            mode: a.mode,
-            key: a.key,
+            addr: a.svc.addr,
+            mode: a.svc.mode,
+            key: a.svc.key,
+            discovery: a.svc.discovery,
+            dmsg_port: a.svc.dmsg_port,
+            metrics: a.svc.metrics,
+            grace: a.svc.grace,
             store,
             store_config: StoreConfig {
                 server_ttl: a.server_ttl,
@@ -228,7 +249,6 @@ impl From<Args> for Config {
             max_in_flight: a.max_in_flight,
             max_list: a.max_list,
             purge_interval: a.purge_interval,
-            grace: a.grace,
         }
     }
 }
@@ -272,8 +292,45 @@ mod tests {
             StoreSpec::Redis(r) => assert_eq!(r.prefix, "p:"),
             StoreSpec::Memory => panic!("expected redis"),
         }
-        assert!(matches!(cfg.validate(), Err(RunError::DualUnsupported)));
+        assert_eq!(cfg.mode, Mode::Dual);
+        assert!(cfg.validate().is_ok());
         assert!("mysql://x".parse::<StoreSpec>().is_err());
+    }
+
+    #[test]
+    fn shared_service_flags_parse() {
+        let cli = Cli::parse_from([
+            "x",
+            "--mode",
+            "dual",
+            "--key",
+            "/tmp/k.key",
+            "--discovery",
+            "http://127.0.0.1:1",
+            "--dmsg-port",
+            "8080",
+            "--grace",
+            "3s",
+            "--metrics",
+            "127.0.0.1:9100",
+        ]);
+        let cfg: Config = cli.args.into();
+        assert_eq!(cfg.mode, Mode::Dual);
+        assert_eq!(cfg.key, Some(PathBuf::from("/tmp/k.key")));
+        assert_eq!(cfg.discovery.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(cfg.dmsg_port, 8080);
+        assert_eq!(cfg.grace, Duration::from_secs(3));
+        assert_eq!(cfg.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        // The discovery's own defaults for the shared flags.
+        let cfg: Config = Cli::parse_from(["x"]).args.into();
+        assert_eq!(cfg.addr, DEFAULT_ADDR.parse().unwrap());
+        assert_eq!(cfg.grace, Duration::from_secs(5));
+        assert_eq!(cfg.mode, Mode::Http);
+        assert_eq!(cfg.dmsg_port, 80);
+        // dmsg parses (it is refused by validate, with the reason), other values do not.
+        let cfg: Config = Cli::parse_from(["x", "--mode", "dmsg"]).args.into();
+        assert!(matches!(cfg.validate(), Err(RunError::DmsgOnly)));
+        assert!(Cli::try_parse_from(["x", "--mode", "tcp"]).is_err());
     }
 
     #[test]

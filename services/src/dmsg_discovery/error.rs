@@ -136,12 +136,10 @@ pub enum RunError {
          so it must stay reachable over plain HTTP; use --mode http"
     )]
     DmsgOnly,
-    /// `--mode dual` is not available yet.
-    #[error(
-        "--mode dual needs the service-mode issue: serving the API over DMSG is not implemented \
-         yet; use --mode http"
-    )]
-    DualUnsupported,
+    /// The service mode could not start or serve (e.g. `--mode dual` without `--key`, a bind
+    /// failure).
+    #[error(transparent)]
+    Svc(#[from] crate::svcmode::SvcError),
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),

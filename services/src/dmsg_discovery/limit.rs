@@ -15,9 +15,11 @@ use skytower_transports::identity::PublicKey;
 /// Who a request is charged to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RateKey {
-    /// Every request, by the peer's IP address (over DMSG, the service mode will use the peer's
-    /// public key instead).
+    /// Every request over TCP, by the peer's IP address (IPv6: its /64).
     Ip(IpAddr),
+    /// Every request over DMSG, by the peer's public key (a separate budget from
+    /// [`RateKey::Key`]).
+    Dmsg(PublicKey),
     /// Writes (POST, DELETE), additionally by the entry's owner, after its signature verified
     /// (so nobody can spend another key's budget).
     Key(PublicKey),

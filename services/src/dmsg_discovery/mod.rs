@@ -1,17 +1,22 @@
 //! dmsg-discovery: where DMSG clients and servers publish signed entries and find each other.
 //!
-//! A plain tower/axum HTTP service (`skytower dmsg-discovery --addr 127.0.0.1:9090`); the API is
+//! A tower/axum HTTP service (`skytower dmsg-discovery --addr 127.0.0.1:9090`) served through the
+//! shared service mode ([`crate::svcmode`]: `--mode http|dual`; `--mode dmsg` is refused, the
+//! discovery being the bootstrap dependency of DMSG; in `dual` mode the DMSG side registers in
+//! the service itself unless `--discovery` says otherwise); the API is
 //! specified in `docs/api/dmsg-discovery.md`, the entry format in `docs/protocol.md` §7
 //! ([`skytower_transports::dmsg::disc`]). The pieces:
 //!
-//! - [`Config`] / [`Args`]: flags shared by services (`--addr`, `--mode`, `--key`) and the
+//! - [`Config`] / [`Args`]: flags shared by services ([`SvcArgs`](crate::svcmode::SvcArgs):
+//!   `--addr`, `--mode`, `--key`, `--discovery`, `--dmsg-port`, `--grace`, `--metrics`) and the
 //!   discovery's own (`--store`, TTLs, `--timestamp-window`, rate limits, `--allow-loopback`...);
 //! - [`store`]: the [`Store`] trait, the embedded [`MemoryStore`] (default) and the
 //!   [`RedisStore`] (`--store redis://…`, for several instances sharing one Redis);
 //! - [`DiscoveryService`]: the router (API, `/health` through
 //!   [`HealthLayer`](skytower_layers::HealthLayer), limits) and the background maintenance
 //!   (expiry purge, rate-limit state pruning);
-//! - [`DiscoveryServer`] / [`run`]: bind, serve, shut down gracefully.
+//! - [`DiscoveryServer`] / [`run`]: start through the service mode, serve, shut down
+//!   gracefully.
 //!
 //! # Example
 //!
@@ -47,13 +52,23 @@
 //! ```
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use skytower_layers::health::HealthLayer;
+use skytower_transports::dmsg::ClientConfig;
+use skytower_transports::dmsg::disc::Discovery;
+use skytower_transports::dmsg::disc_http::HttpDiscovery;
+use skytower_transports::dmsg::wire::Addr;
+use skytower_transports::identity::SecretKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::svcmode::{SvcConfig, SvcError, SvcServer};
+
+/// The service name (`/health`, metrics labels, logs).
+pub const NAME: &str = "dmsg-discovery";
 
 mod api;
 mod config;
@@ -62,7 +77,7 @@ mod limit;
 pub mod store;
 
 pub use api::MAX_AVAILABLE_SERVERS;
-pub use config::{Args, Config, Mode, StoreSpec};
+pub use config::{Args, Config, DEFAULT_ADDR, DEFAULT_GRACE, Mode, StoreSpec};
 pub use error::{ApiError, RunError};
 pub use governor::clock::FakeRelativeClock;
 pub use limit::{KeyedRateLimit, RateKey};
@@ -115,7 +130,7 @@ impl DiscoveryService {
                     max_in_flight: config.max_in_flight,
                 }),
             },
-            health: HealthLayer::new("dmsg-discovery").version(env!("CARGO_PKG_VERSION")),
+            health: HealthLayer::new(NAME).version(env!("CARGO_PKG_VERSION")),
             purge_interval: config.purge_interval,
         }
     }
@@ -126,7 +141,9 @@ impl DiscoveryService {
         self
     }
 
-    /// Replaces the `/health` layer (e.g. to set the binary's commit).
+    /// Replaces the `/health` layer of [`router`](Self::router) (e.g. to set the binary's
+    /// commit). When served by [`DiscoveryServer`], `/health` is answered by the service mode's
+    /// layer (with the same `store` check) before the router sees it.
     pub fn with_health(mut self, health: HealthLayer) -> Self {
         self.health = health;
         self
@@ -143,8 +160,9 @@ impl DiscoveryService {
     }
 
     /// The HTTP router (API and `/health`). Peers are rate-limited by the
-    /// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo) extension when present
-    /// ([`DiscoveryServer`] serves with it), as [`RateKey::Unknown`] otherwise.
+    /// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo) extension when present, else by
+    /// the service mode's [`Peer`](skytower_transports::connector::Peer) (TCP: address range;
+    /// DMSG: public key, [`RateKey::Dmsg`]), as [`RateKey::Unknown`] otherwise.
     pub fn router(&self) -> Router {
         api::router(self.state.clone(), self.health.clone())
     }
@@ -174,17 +192,52 @@ impl DiscoveryService {
     }
 }
 
-/// A bound discovery server, ready to [`serve`](Self::serve).
+/// DMSG-side settings that flags cannot express (tests and embedders): they override
+/// [`Config::key`] / [`Config::discovery`] and set the owned DMSG client's settings.
+#[derive(Default)]
+pub struct DmsgOptions {
+    /// The identity to use instead of loading [`Config::key`].
+    pub key: Option<SecretKey>,
+    /// The discovery to register in instead of [`Config::discovery`] (or the service itself).
+    pub discovery: Option<Arc<dyn Discovery>>,
+    /// Settings of the DMSG client the service owns (default [`ClientConfig::default`]).
+    pub client: ClientConfig,
+}
+
+impl std::fmt::Debug for DmsgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmsgOptions")
+            .field("key", &self.key.as_ref().map(SecretKey::public_key))
+            .field("discovery", &self.discovery.as_ref().map(|_| "..."))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL the service reaches itself at: `http://<addr>`, with an unspecified address
+/// (`0.0.0.0`, `[::]`) replaced by loopback.
+fn self_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// A started discovery server (listeners bound, in mode dual its DMSG client started), ready
+/// to [`serve`](Self::serve). Served through the shared service mode ([`crate::svcmode`]).
 #[derive(Debug)]
 pub struct DiscoveryServer {
-    listener: TcpListener,
+    server: SvcServer,
     service: DiscoveryService,
-    grace: std::time::Duration,
 }
 
 impl DiscoveryServer {
-    /// Validates `config` (refusing `--mode dmsg` and, for now, `--mode dual`), opens the store
-    /// and binds `config.addr`.
+    /// Validates `config` (refusing `--mode dmsg`), opens the store and starts the server.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::validate`], [`open_store`] and [`bind_with`](Self::bind_with).
     pub async fn bind(config: Config) -> Result<Self, RunError> {
         config.validate()?;
         let store = open_store(&config).await?;
@@ -193,19 +246,111 @@ impl DiscoveryServer {
     }
 
     /// Like [`bind`](Self::bind) with a ready-made service (custom store or rate limiter).
+    ///
+    /// # Errors
+    ///
+    /// As [`bind_with_options`](Self::bind_with_options).
     pub async fn bind_with(config: &Config, service: DiscoveryService) -> Result<Self, RunError> {
-        config.validate()?;
-        let listener = TcpListener::bind(config.addr).await?;
-        Ok(DiscoveryServer {
-            listener,
-            service,
-            grace: config.grace,
-        })
+        Self::bind_with_options(config, service, DmsgOptions::default()).await
     }
 
-    /// The bound address (useful with port 0).
+    /// Like [`bind_with`](Self::bind_with) with explicit DMSG-side settings.
+    ///
+    /// Binds `config.addr`, then starts the service mode on that listener. In mode dual the
+    /// DMSG side registers in `options.discovery`, else `config.discovery`, else the service
+    /// itself at `http://<bound address>`.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::DmsgOnly`] / [`RunError::Config`] from [`Config::validate`];
+    /// [`RunError::Svc`] for `--mode dual` without a key ([`SvcError::KeyRequired`]), an
+    /// unreadable key file, a bad `--discovery` URL, or a bind failure.
+    pub async fn bind_with_options(
+        config: &Config,
+        service: DiscoveryService,
+        options: DmsgOptions,
+    ) -> Result<Self, RunError> {
+        config.validate()?;
+        let DmsgOptions {
+            key,
+            discovery,
+            client,
+        } = options;
+        let dual = config.mode.dmsg();
+        let key = match (dual, key, &config.key) {
+            (false, _, _) => None,
+            (true, Some(key), _) => Some(key),
+            (true, None, Some(path)) => {
+                Some(SecretKey::load(path).map_err(|source| SvcError::Key {
+                    path: path.clone(),
+                    source,
+                })?)
+            }
+            (true, None, None) => return Err(SvcError::KeyRequired { mode: config.mode }.into()),
+        };
+        let addr = config.addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SvcError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| SvcError::Bind { addr, source })?;
+        let discovery = match (dual, discovery, &config.discovery) {
+            (false, _, _) => None,
+            (true, Some(d), _) => Some(d),
+            (true, None, url) => {
+                let url = url.clone().unwrap_or_else(|| self_url(bound));
+                tracing::info!(%url, "dmsg-discovery: the DMSG side registers in");
+                let d = HttpDiscovery::new(&url).map_err(SvcError::DiscoveryUrl)?;
+                Some(Arc::new(d) as Arc<dyn Discovery>)
+            }
+        };
+        let svc_config = SvcConfig {
+            addr: bound,
+            key,
+            discovery,
+            dmsg_port: config.dmsg_port,
+            mode: config.mode,
+            grace: config.grace,
+            metrics: config.metrics,
+            client,
+            http_listener: Some(listener),
+            ..SvcConfig::default()
+        };
+        let server = SvcServer::start(svc_config, NAME, service.router()).await?;
+        server
+            .health()
+            .register("store", api::StoreCheck(service.store().clone()))
+            .map_err(|e| SvcError::Health(e.to_string()))?;
+        tracing::info!(
+            addr = %bound,
+            mode = %config.mode,
+            store = service.store().kind(),
+            "dmsg-discovery listening"
+        );
+        Ok(DiscoveryServer { server, service })
+    }
+
+    /// The bound HTTP address (useful with port 0).
+    ///
+    /// # Errors
+    ///
+    /// Never in practice (modes http and dual always listen on TCP); kept fallible for
+    /// compatibility.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.server
+            .http_addr()
+            .ok_or_else(|| std::io::Error::other("dmsg-discovery has no HTTP listener"))
+    }
+
+    /// The DMSG address (`pk:port`) the API is served on (mode dual).
+    pub fn dmsg_addr(&self) -> Option<Addr> {
+        self.server.dmsg_addr()
+    }
+
+    /// The service-mode server (DMSG client, health registry, metrics hooks).
+    pub fn svc(&self) -> &SvcServer {
+        &self.server
     }
 
     /// The service.
@@ -213,52 +358,35 @@ impl DiscoveryServer {
         &self.service
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
-    /// for the grace period, and stops the maintenance task before returning.
+    /// Serves until `shutdown` completes, then shuts down gracefully as every service does
+    /// (see [`SvcServer::run_until`]): stops accepting, lets in-flight requests finish for the
+    /// grace period, closes the DMSG side (mode dual), and stops the maintenance task before
+    /// returning.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Svc`] when every listener failed.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
-        let addr = self.listener.local_addr()?;
-        let store_kind = self.service.store().kind();
-        tracing::info!(%addr, store = store_kind, "dmsg-discovery listening");
+        let DiscoveryServer { server, service } = self;
         let maintenance_stop = CancellationToken::new();
         let maintenance = tokio::spawn({
-            let service = self.service.clone();
             let stop = maintenance_stop.clone();
             async move { service.maintain(stop).await }
         });
-        let stop_serving = CancellationToken::new();
-        let app = self
-            .service
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown({
-            let stop = stop_serving.clone();
-            async move { stop.cancelled().await }
-        });
-        let server = std::future::IntoFuture::into_future(server);
-        tokio::pin!(server);
-        let result = tokio::select! {
-            r = &mut server => r,
-            () = shutdown => {
-                tracing::info!(grace = ?self.grace, "dmsg-discovery shutting down");
-                stop_serving.cancel();
-                match tokio::time::timeout(self.grace, &mut server).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        tracing::warn!("grace period over; dropping remaining connections");
-                        Ok(())
-                    }
-                }
-            }
-        };
+        let result = server.run_until(shutdown).await;
         maintenance_stop.cancel();
         if let Err(e) = maintenance.await {
             tracing::error!(error = %e, "maintenance task failed");
         }
-        result.map_err(RunError::Io)
+        result.map_err(RunError::Svc)
     }
 }
 
 /// Binds and serves `config` until `shutdown` completes.
+///
+/// # Errors
+///
+/// As [`DiscoveryServer::bind`] and [`DiscoveryServer::serve`].
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
@@ -267,38 +395,21 @@ pub async fn run(
 }
 
 /// The `skytower dmsg-discovery` command: runs [`run`] on a multi-threaded runtime until
-/// SIGINT or SIGTERM.
+/// SIGINT or SIGTERM ([`svcmode::shutdown_signal`](crate::svcmode::shutdown_signal): a
+/// second signal exits at once).
+///
+/// # Errors
+///
+/// As [`run`]; [`RunError::Svc`] when the signal handlers cannot be installed.
 pub fn run_cli(args: Args) -> Result<(), RunError> {
+    let config = Config::from(args);
+    // Refuse `--mode dmsg` before anything starts.
+    config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(args.into(), shutdown_signal()))
-}
-
-/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    runtime.block_on(async {
+        let shutdown = crate::svcmode::shutdown_signal().map_err(SvcError::Signals)?;
+        run(config, shutdown).await
+    })
 }

@@ -191,6 +191,10 @@ pub struct SvcConfig {
     pub max_connections: usize,
     /// How long a connection may take to send a request's headers (default 30 s).
     pub header_read_timeout: Duration,
+    /// An already-bound TCP listener to serve HTTP on instead of binding [`addr`](Self::addr)
+    /// (modes http and dual; ignored in mode dmsg). Lets a service know its bound address
+    /// before it starts, e.g. dmsg-discovery in dual mode registering in itself.
+    pub http_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Default for SvcConfig {
@@ -207,6 +211,7 @@ impl Default for SvcConfig {
             client: ClientConfig::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: Duration::from_secs(30),
+            http_listener: None,
         }
     }
 }
@@ -224,6 +229,10 @@ impl std::fmt::Debug for SvcConfig {
             .field("version", &self.version)
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field(
+                "http_listener",
+                &self.http_listener.as_ref().map(|l| l.local_addr().ok()),
+            )
             .finish_non_exhaustive()
     }
 }

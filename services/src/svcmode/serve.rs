@@ -112,6 +112,7 @@ impl SvcServer {
             client: client_config,
             max_connections,
             header_read_timeout,
+            http_listener,
         } = config;
 
         let metrics = match metrics {
@@ -136,13 +137,14 @@ impl SvcServer {
         let health = HealthLayer::new(name.clone()).version(version);
         let registry = health.registry();
 
-        let tcp = if mode.http() {
-            let l = Listener::bind_tcp(addr)
-                .await
-                .map_err(|source| SvcError::Bind { addr, source })?;
-            Some(l)
-        } else {
-            None
+        let tcp = match (mode.http(), http_listener) {
+            (true, Some(l)) => Some(Listener::Tcp(l)),
+            (true, None) => Some(
+                Listener::bind_tcp(addr)
+                    .await
+                    .map_err(|source| SvcError::Bind { addr, source })?,
+            ),
+            (false, _) => None,
         };
         let http_addr = match &tcp {
             Some(Listener::Tcp(l)) => Some(
