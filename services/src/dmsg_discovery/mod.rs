@@ -13,7 +13,7 @@
 //! - [`store`]: the [`Store`] trait, the embedded [`MemoryStore`] (default) and the
 //!   [`RedisStore`] (`--store redis://…`, for several instances sharing one Redis);
 //! - [`DiscoveryService`]: the router (API, `/health` through
-//!   [`HealthLayer`](skytower_layers::HealthLayer), limits) and the background maintenance
+//!   [`HealthLayer`], limits) and the background maintenance
 //!   (expiry purge, rate-limit state pruning);
 //! - [`DiscoveryServer`] / [`run`]: start through the service mode, serve, shut down
 //!   gracefully.

@@ -285,11 +285,16 @@ impl SvcServer {
             ..
         } = self;
         // The metrics listener lives exactly as long as this call.
-        let _metrics = metrics.map(|m| AbortOnDrop(tokio::spawn(serve_metrics(m, hooks))));
+        let mut metrics = metrics.map(|m| AbortOnDrop(tokio::spawn(serve_metrics(m, hooks))));
         let result = tokio::select! {
             r = &mut driver => r,
             () = shutdown => {
                 tracing::info!(service = %name, "shutting down");
+                // Withdraw the DMSG entry first, while every listener (and a discovery served by
+                // this very process) still works, so nobody dials us during the grace period.
+                if let Some(client) = &client {
+                    client.withdraw().await;
+                }
                 let _ = stop.send(());
                 driver.await
             }
@@ -297,6 +302,11 @@ impl SvcServer {
         registry.deregister("dmsg");
         if let Some(client) = client {
             close_client(client).await;
+        }
+        // Stop the metrics listener and wait until its socket is closed.
+        if let Some(AbortOnDrop(task)) = metrics.as_mut() {
+            task.abort();
+            let _ = task.await;
         }
         tracing::info!(service = %name, "stopped");
         result

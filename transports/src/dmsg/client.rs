@@ -197,6 +197,8 @@ struct Inner {
     connecting: Mutex<HashMap<PublicKey, Arc<tokio::sync::Mutex<()>>>>,
     entries: Mutex<HashMap<PublicKey, (Entry, tokio::time::Instant)>>,
     changed: Notify,
+    /// Set by [`Client::withdraw`]: the entry is no longer published.
+    withdrawn: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -370,6 +372,7 @@ impl Client {
             connecting: Mutex::new(HashMap::new()),
             entries: Mutex::new(HashMap::new()),
             changed: Notify::new(),
+            withdrawn: std::sync::atomic::AtomicBool::new(false),
         });
         let negative_layer = NegativeCacheLayer::new(|r: &AttemptReq| (r.dst.pk, r.server))
             .ttl(config.negative_ttl)
@@ -532,13 +535,25 @@ impl Client {
         }
     }
 
-    /// Removes our discovery entry and closes every session.
-    pub async fn close(self) {
+    /// Stops publishing our entry and deletes it from discovery (bounded by 2 s), while the
+    /// sessions stay up: what a service does first when it shuts down, so nobody dials it
+    /// during its grace period. Idempotent.
+    pub async fn withdraw(&self) {
+        self.inner
+            .withdrawn
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let request = DeleteRequest::new(self.inner.endpoint.secret());
         let delete = self.inner.discovery.delete_entry(request);
-        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), delete).await {
-            tracing::debug!(error = %e, "could not delete the client entry");
+        match tokio::time::timeout(Duration::from_secs(2), delete).await {
+            Ok(Ok(())) | Ok(Err(DiscoveryError::NotFound(_))) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not delete the client entry"),
+            Err(_) => tracing::debug!("deleting the client entry timed out"),
         }
+    }
+
+    /// Removes our discovery entry and closes every session.
+    pub async fn close(self) {
+        self.withdraw().await;
         let sessions: Vec<_> = Inner::lock(&self.inner.sessions).drain().collect();
         drop(sessions);
     }
@@ -640,7 +655,8 @@ async fn maintain(inner: Arc<Inner>) {
         // The first entry goes out at once (nothing to merge yet); later changes are debounced.
         let settled = published.is_none()
             || dirty_since.is_none_or(|d| now.duration_since(d) >= cfg.publish_debounce);
-        if cfg.publish && !set.is_empty() && ((changed && settled) || due) {
+        let withdrawn = inner.withdrawn.load(std::sync::atomic::Ordering::Relaxed);
+        if cfg.publish && !withdrawn && !set.is_empty() && ((changed && settled) || due) {
             let mut entry = Entry::new_client(inner.endpoint.public_key(), set.clone());
             sequence = sequence.saturating_add(1).max(unix_ms_now());
             entry.sequence = sequence;

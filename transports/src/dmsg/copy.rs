@@ -8,10 +8,10 @@
 //! Semantics otherwise match tokio's: EOF on one side shuts down the other side's write half, the
 //! copy ends when both directions have ended, and the first error ends it.
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::cell::RefCell;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

@@ -118,7 +118,7 @@ impl RedisConfig {
     }
 }
 
-/// The Redis store (see the [module docs](self) for the key layout).
+/// The Redis store (the key layout is in `docs/api/dmsg-discovery.md` and this module's source docs).
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
