@@ -16,7 +16,7 @@ effective config as TOML.
 
 On start the server prints one line on stdout, `listening <bound addr> <public key>`, and logs
 to stderr (RUST_LOG sets the level; default info). SIGINT or SIGTERM shuts it down gracefully
-within --grace and exits 0. Errors in the config, the key file or the bind exit 1.
+within --grace and exits 0 (a second signal exits at once, status 130). Errors in the config, the key file or the bind exit 1.
 
 With --discovery / `discovery` set, the server registers its entry (public_addr, free sessions)
 with that dmsg-discovery, refreshes it every minute and when its free sessions change, and

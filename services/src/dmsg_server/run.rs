@@ -279,7 +279,7 @@ pub async fn execute(args: DmsgServerArgs) -> Result<(), RunError> {
             })?;
         return Ok(());
     }
-    let signals = Signals::install().map_err(|source| RunError::Io {
+    let shutdown = crate::svcmode::shutdown_signal().map_err(|source| RunError::Io {
         what: "installing signal handlers",
         source,
     })?;
@@ -295,50 +295,6 @@ pub async fn execute(args: DmsgServerArgs) -> Result<(), RunError> {
         )
         .and_then(|()| out.flush());
     }
-    server
-        .run_until(async move {
-            let name = signals.recv().await;
-            tracing::info!("received {name}");
-        })
-        .await;
+    server.run_until(shutdown).await;
     Ok(())
-}
-
-/// SIGINT and SIGTERM (Ctrl-C elsewhere), installed up front so a signal arriving right after
-/// start is not lost.
-struct Signals {
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    #[cfg(unix)]
-    fn install() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
-    }
-
-    #[cfg(not(unix))]
-    fn install() -> std::io::Result<Signals> {
-        Ok(Signals {})
-    }
-
-    #[cfg(unix)]
-    async fn recv(mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-        }
-    }
-
-    #[cfg(not(unix))]
-    async fn recv(self) -> &'static str {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    }
 }
