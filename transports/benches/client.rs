@@ -17,12 +17,9 @@
 //! `SKYTOWER_BENCH_STREAMS` (concurrent streams), `SKYTOWER_BENCH_CLIENT_THREADS` (client
 //! runtime workers; default 1) and `SKYTOWER_BENCH_ONLY=dialable|concurrent` (one phase).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use skytower_transports::dmsg::client::{Client, ClientConfig, ClientDialError};
@@ -30,6 +27,7 @@ use skytower_transports::dmsg::disc::MemoryDiscovery;
 use skytower_transports::dmsg::server::{Server, ServerConfig, ServerStats};
 use skytower_transports::dmsg::wire::Addr;
 use skytower_transports::identity::{PublicKey, SecretKey};
+use skytower_transports::testing::alloc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,67 +39,8 @@ const INBOUND_PORT: u16 = 8;
 // ---------------------------------------------------------------------------------------------
 // Heap accounting: bytes allocated minus bytes freed on the server thread, and its peak.
 
-struct Counting;
-
-static SERVER_HEAP: AtomicI64 = AtomicI64::new(0);
-static SERVER_PEAK: AtomicI64 = AtomicI64::new(0);
-
-thread_local! {
-    static IS_SERVER: Cell<bool> = const { Cell::new(false) };
-}
-
-fn on_server() -> bool {
-    IS_SERVER.try_with(Cell::get).unwrap_or(false)
-}
-
-fn account(size: usize, sign: i64) {
-    let now = SERVER_HEAP.fetch_add(sign * size as i64, Relaxed) + sign * size as i64;
-    if sign > 0 {
-        SERVER_PEAK.fetch_max(now, Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the wrapper only updates counters.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() && on_server() {
-            account(layout.size(), 1);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() && on_server() {
-            account(layout.size(), 1);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if on_server() {
-            account(layout.size(), -1);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() && on_server() {
-            account(layout.size(), -1);
-            account(new_size, 1);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: alloc::ThreadCountingAlloc = alloc::ThreadCountingAlloc;
 
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
@@ -143,7 +82,7 @@ impl ServerThread {
         let thread = std::thread::Builder::new()
             .name("dmsg-server".into())
             .spawn(move || {
-                IS_SERVER.with(|c| c.set(true));
+                alloc::mark_current_thread();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -166,12 +105,12 @@ impl ServerThread {
                         match c {
                             Ctl::Probe(reset, reply) => {
                                 if reset {
-                                    SERVER_PEAK.store(SERVER_HEAP.load(Relaxed), Relaxed);
+                                    alloc::reset_peak();
                                 }
                                 let _ = reply.send(Probe {
                                     cpu: thread_cpu(),
-                                    heap: SERVER_HEAP.load(Relaxed),
-                                    peak: SERVER_PEAK.load(Relaxed),
+                                    heap: alloc::heap(),
+                                    peak: alloc::peak(),
                                 });
                             }
                             Ctl::Shutdown(reply) => {

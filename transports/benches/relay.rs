@@ -16,12 +16,9 @@
 //! `SKYTOWER_BENCH_CLIENT_THREADS` (client runtime workers; default 1), and
 //! `SKYTOWER_BENCH_ONLY=throughput|opens|memory` (one phase, e.g. under `perf record`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use skytower_transports::dmsg::server::{Server, ServerConfig, ServerStats};
@@ -29,6 +26,7 @@ use skytower_transports::dmsg::session::{ClientSession, Endpoint, SessionConfig}
 use skytower_transports::dmsg::stream::DmsgStream;
 use skytower_transports::dmsg::wire::Addr;
 use skytower_transports::identity::{PublicKey, SecretKey};
+use skytower_transports::testing::alloc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,72 +39,8 @@ const LARGE: usize = 32 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Heap accounting: bytes allocated minus bytes freed on the server thread.
 
-struct Counting;
-
-static SERVER_HEAP: AtomicI64 = AtomicI64::new(0);
-static SERVER_HEAP_LARGE: AtomicI64 = AtomicI64::new(0);
-static SERVER_ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static IS_SERVER: Cell<bool> = const { Cell::new(false) };
-}
-
-fn on_server() -> bool {
-    IS_SERVER.try_with(Cell::get).unwrap_or(false)
-}
-
-fn account(size: usize, sign: i64) {
-    let bytes = sign * size as i64;
-    SERVER_HEAP.fetch_add(bytes, Relaxed);
-    if size >= LARGE {
-        SERVER_HEAP_LARGE.fetch_add(bytes, Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the wrapper only updates counters.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() && on_server() {
-            account(layout.size(), 1);
-            SERVER_ALLOCS.fetch_add(1, Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() && on_server() {
-            account(layout.size(), 1);
-            SERVER_ALLOCS.fetch_add(1, Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if on_server() {
-            account(layout.size(), -1);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() && on_server() {
-            account(layout.size(), -1);
-            account(new_size, 1);
-            SERVER_ALLOCS.fetch_add(1, Relaxed);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: alloc::ThreadCountingAlloc = alloc::ThreadCountingAlloc;
 
 // ---------------------------------------------------------------------------------------------
 // CPU clocks.
@@ -162,7 +96,7 @@ impl ServerThread {
         let thread = std::thread::Builder::new()
             .name("dmsg-server".into())
             .spawn(move || {
-                IS_SERVER.with(|c| c.set(true));
+                alloc::mark_current_thread();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -185,9 +119,9 @@ impl ServerThread {
                             Ctl::Probe(reply) => {
                                 let _ = reply.send(Probe {
                                     cpu: thread_cpu(),
-                                    heap: SERVER_HEAP.load(Relaxed),
-                                    heap_large: SERVER_HEAP_LARGE.load(Relaxed),
-                                    allocs: SERVER_ALLOCS.load(Relaxed),
+                                    heap: alloc::heap(),
+                                    heap_large: alloc::large_heap(),
+                                    allocs: alloc::allocations(),
                                 });
                             }
                             Ctl::Shutdown(reply) => {

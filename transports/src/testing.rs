@@ -310,3 +310,119 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+pub mod alloc {
+    //! A global allocator that counts the heap of marked threads, to measure one component (a
+    //! relay server on its own thread) inside a process that also runs its clients.
+    //!
+    //! ```ignore
+    //! #[global_allocator]
+    //! static ALLOC: ThreadCountingAlloc = ThreadCountingAlloc;
+    //! // on the server's thread:
+    //! mark_current_thread();
+    //! ```
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+    /// Allocations at least this large are also counted in [`large_heap`].
+    pub const LARGE: usize = 32 * 1024;
+
+    static HEAP: AtomicI64 = AtomicI64::new(0);
+    static HEAP_LARGE: AtomicI64 = AtomicI64::new(0);
+    static PEAK: AtomicI64 = AtomicI64::new(0);
+    static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        static MARKED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Counts this thread's allocations from now on.
+    pub fn mark_current_thread() {
+        MARKED.with(|c| c.set(true));
+    }
+
+    /// Bytes allocated minus bytes freed by marked threads.
+    pub fn heap() -> i64 {
+        HEAP.load(Relaxed)
+    }
+
+    /// The part of [`heap`] in allocations of at least [`LARGE`] bytes.
+    pub fn large_heap() -> i64 {
+        HEAP_LARGE.load(Relaxed)
+    }
+
+    /// The highest [`heap`] since the start or the last [`reset_peak`].
+    pub fn peak() -> i64 {
+        PEAK.load(Relaxed)
+    }
+
+    /// Restarts [`peak`] from the current heap.
+    pub fn reset_peak() {
+        PEAK.store(HEAP.load(Relaxed), Relaxed);
+    }
+
+    /// Allocations (and reallocations) made by marked threads.
+    pub fn allocations() -> u64 {
+        ALLOCS.load(Relaxed)
+    }
+
+    fn marked() -> bool {
+        MARKED.try_with(Cell::get).unwrap_or(false)
+    }
+
+    fn account(size: usize, sign: i64) {
+        let bytes = sign * size as i64;
+        let now = HEAP.fetch_add(bytes, Relaxed) + bytes;
+        PEAK.fetch_max(now, Relaxed);
+        if size >= LARGE {
+            HEAP_LARGE.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    /// The counting allocator (forwards to [`System`]).
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct ThreadCountingAlloc;
+
+    // SAFETY: every call is forwarded unchanged to `System`; the wrapper only updates counters.
+    unsafe impl GlobalAlloc for ThreadCountingAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: same contract as ours.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() && marked() {
+                account(layout.size(), 1);
+                ALLOCS.fetch_add(1, Relaxed);
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: same contract as ours.
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() && marked() {
+                account(layout.size(), 1);
+                ALLOCS.fetch_add(1, Relaxed);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if marked() {
+                account(layout.size(), -1);
+            }
+            // SAFETY: same contract as ours.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: same contract as ours.
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() && marked() {
+                account(layout.size(), -1);
+                account(new_size, 1);
+                ALLOCS.fetch_add(1, Relaxed);
+            }
+            p
+        }
+    }
+}

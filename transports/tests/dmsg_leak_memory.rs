@@ -3,61 +3,18 @@
 //! and a counting global allocator attributes heap bytes to that thread, so the clients' memory
 //! does not blur the figure.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use skytower_transports::dmsg::server::{Server, ServerConfig, ServerStats};
 use skytower_transports::dmsg::session::{Endpoint, SessionConfig};
 use skytower_transports::dmsg::wire::{Addr, Code};
 use skytower_transports::identity::{PublicKey, SecretKey};
+use skytower_transports::testing::alloc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Counting;
-
-static SERVER_HEAP: AtomicI64 = AtomicI64::new(0);
-
-thread_local! {
-    static IS_SERVER: Cell<bool> = const { Cell::new(false) };
-}
-
-fn on_server() -> bool {
-    IS_SERVER.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the wrapper only updates a counter.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() && on_server() {
-            SERVER_HEAP.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if on_server() {
-            SERVER_HEAP.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() && on_server() {
-            SERVER_HEAP.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: alloc::ThreadCountingAlloc = alloc::ThreadCountingAlloc;
 
 /// Starts a relay on its own thread; returns its address, key, stats and a stop handle.
 fn spawn_server() -> (
@@ -70,7 +27,7 @@ fn spawn_server() -> (
     let (info_tx, info_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
-        IS_SERVER.with(|c| c.set(true));
+        alloc::mark_current_thread();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -169,13 +126,13 @@ async fn server_memory_returns_within_ten_percent_after_ten_thousand_streams() {
     traffic(&sa, ok, refused, 200).await;
     let quiet = |stats: &ServerStats| stats.bridges() == 0 && stats.tasks() == 3;
     eventually("quiet after warm-up", || quiet(&stats)).await;
-    let baseline = SERVER_HEAP.load(Ordering::Relaxed);
+    let baseline = alloc::heap();
 
     traffic(&sa, ok, refused, 10_000).await;
     eventually("quiet after the load", || quiet(&stats)).await;
     assert_eq!(stats.relayed_total(), 10_200);
     assert!(stats.refused_total() >= 10_200);
-    let after = SERVER_HEAP.load(Ordering::Relaxed);
+    let after = alloc::heap();
     let growth = after - baseline;
     eprintln!("server heap: baseline {baseline} B, after {after} B, growth {growth:+} B");
     assert!(
