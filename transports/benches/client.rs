@@ -17,6 +17,9 @@
 //! `SKYTOWER_BENCH_STREAMS` (concurrent streams), `SKYTOWER_BENCH_CLIENT_THREADS` (client
 //! runtime workers; default 1) and `SKYTOWER_BENCH_ONLY=dialable|concurrent` (one phase).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_num, percentile, print_table, thread_cpu};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,17 +44,6 @@ const INBOUND_PORT: u16 = 8;
 
 #[global_allocator]
 static ALLOC: alloc::ThreadCountingAlloc = alloc::ThreadCountingAlloc;
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 // ---------------------------------------------------------------------------------------------
 // The server on its own thread, registered with a shared in-memory discovery.
@@ -173,13 +165,8 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        let quick = std::env::var("SKYTOWER_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let num = |name: &str, default: usize| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
+        let quick = common::quick();
+        let num = env_num::<usize>;
         Settings {
             quick,
             clients: num("SKYTOWER_BENCH_CLIENTS", if quick { 2 } else { 20 }).max(1),
@@ -192,14 +179,6 @@ impl Settings {
     fn runs(&self, phase: &str) -> bool {
         self.only.as_deref().is_none_or(|o| o == phase)
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -497,42 +476,20 @@ impl Row {
     }
 }
 
-fn print_table(rows: &[Row]) {
-    let head = ["measurement", "value", "Go", "target", "met"];
-    let cols = |r: &Row| {
-        [
-            r.what.clone(),
-            r.value.clone(),
-            r.go.clone(),
-            r.target.clone(),
-            r.met.clone(),
-        ]
-    };
-    let mut w = head.map(str::len);
-    for r in rows {
-        for (i, c) in cols(r).iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |c: [String; 5]| {
-        let cells: Vec<String> = c
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("{s:<width$}", width = w[i]))
-            .collect();
-        println!("| {} |", cells.join(" | "));
-    };
-    line(head.map(String::from));
-    println!(
-        "|{}|",
-        w.iter()
-            .map(|n| "-".repeat(n + 2))
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    for r in rows {
-        line(cols(r));
-    }
+fn print_report(rows: &[Row]) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.what.clone(),
+                r.value.clone(),
+                r.go.clone(),
+                r.target.clone(),
+                r.met.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["measurement", "value", "Go", "target", "met"], &cells);
 }
 
 fn ms(d: Duration) -> String {
@@ -702,7 +659,7 @@ async fn run(set: Settings) {
     }
 
     println!();
-    print_table(&rows);
+    print_report(&rows);
     println!();
     println!(
         "total bench time: {:.1} s",

@@ -23,6 +23,9 @@
 //! `SKYTOWER_BENCH_CLIENT_THREADS` (load generator workers, default 1) and
 //! `SKYTOWER_BENCH_ONLY=tcp|dmsg` (one transport, e.g. under `perf record`).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_num, percentile, print_table, process_cpu, thread_cpu};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,27 +44,6 @@ use skytower_transports::identity::{PublicKey, SecretKey};
 use tokio::sync::{mpsc, oneshot};
 
 type Http = HttpClient<Connector, Empty<Bytes>>;
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn process_cpu() -> Duration {
-    // SAFETY: an all-zero rusage is a valid value to be overwritten.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, writable rusage.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    assert_eq!(rc, 0, "getrusage");
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Threads with their own current-thread runtime, a CPU probe and a shutdown.
@@ -172,13 +154,8 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        let quick = std::env::var("SKYTOWER_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let num = |name: &str, default: f64| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
+        let quick = common::quick();
+        let num = env_num::<f64>;
         Settings {
             quick,
             secs: num("SKYTOWER_BENCH_SECS", if quick { 1.0 } else { 5.0 }).max(0.1),
@@ -240,14 +217,6 @@ async fn load(
     (all, wall)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 #[derive(Default)]
 struct Totals {
     requests: usize,
@@ -267,34 +236,6 @@ impl Totals {
 
 // ---------------------------------------------------------------------------------------------
 // Report.
-
-fn print_table(head: &[&str], rows: &[Vec<String>]) {
-    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |c: Vec<String>| {
-        let cells: Vec<String> = c
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("{s:<width$}", width = w[i]))
-            .collect();
-        println!("| {} |", cells.join(" | "));
-    };
-    line(head.iter().map(|s| s.to_string()).collect());
-    println!(
-        "|{}|",
-        w.iter()
-            .map(|n| "-".repeat(n + 2))
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    for r in rows {
-        line(r.clone());
-    }
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)

@@ -16,6 +16,9 @@
 //! `SKYTOWER_BENCH_CLIENT_THREADS` (client runtime workers; default 1), and
 //! `SKYTOWER_BENCH_ONLY=throughput|opens|memory` (one phase, e.g. under `perf record`).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{percentile, print_table, process_cpu, thread_cpu};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,27 +47,6 @@ static ALLOC: alloc::ThreadCountingAlloc = alloc::ThreadCountingAlloc;
 
 // ---------------------------------------------------------------------------------------------
 // CPU clocks.
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn process_cpu() -> Duration {
-    // SAFETY: an all-zero rusage is a valid value to be overwritten.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, writable rusage.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    assert_eq!(rc, 0, "getrusage");
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
 
 // ---------------------------------------------------------------------------------------------
 // The server on its own thread, with a control channel.
@@ -178,7 +160,7 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        let quick = std::env::var("SKYTOWER_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let quick = common::quick();
         let num = |name: &str, default: usize| {
             std::env::var(name)
                 .ok()
@@ -212,11 +194,6 @@ fn summary(v: &[f64]) -> (f64, f64, f64) {
         (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
     };
     (med, s[0], s[s.len() - 1])
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn pattern() -> Vec<u8> {
@@ -471,43 +448,24 @@ impl Row {
     }
 }
 
-fn print_table(rows: &[Row]) {
-    let head = ["measurement", "value", "vs TCP", "Go", "target", "met"];
-    let cols = |r: &Row| {
-        [
-            r.what.clone(),
-            r.value.clone(),
-            r.vs_tcp.clone(),
-            r.go.clone(),
-            r.target.clone(),
-            r.met.clone(),
-        ]
-    };
-    let mut w = head.map(str::len);
-    for r in rows {
-        for (i, c) in cols(r).iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |c: [String; 6]| {
-        let cells: Vec<String> = c
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("{s:<width$}", width = w[i]))
-            .collect();
-        println!("| {} |", cells.join(" | "));
-    };
-    line(head.map(String::from));
-    println!(
-        "|{}|",
-        w.iter()
-            .map(|n| "-".repeat(n + 2))
-            .collect::<Vec<_>>()
-            .join("|")
+fn print_report(rows: &[Row]) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.what.clone(),
+                r.value.clone(),
+                r.vs_tcp.clone(),
+                r.go.clone(),
+                r.target.clone(),
+                r.met.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["measurement", "value", "vs TCP", "Go", "target", "met"],
+        &cells,
     );
-    for r in rows {
-        line(cols(r));
-    }
 }
 
 fn mb(v: f64) -> String {
@@ -695,7 +653,7 @@ async fn run(set: Settings) {
     server.shutdown().await;
 
     println!();
-    print_table(&rows);
+    print_report(&rows);
     println!();
     println!(
         "total bench time: {:.1} s",

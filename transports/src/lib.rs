@@ -50,5 +50,6 @@ pub mod dmsg;
 pub mod fetch;
 pub mod identity;
 mod io_delegate;
+pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;

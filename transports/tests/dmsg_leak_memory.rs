@@ -1,5 +1,6 @@
-//! The relay server's heap after 10 000 relayed and 10 000 refused streams is back within 10 %
-//! of where it started. The server runs on its own thread with its own current-thread runtime,
+//! Leak test: after 10 000 relayed and 10 000 refused streams, the relay server's bridges and
+//! tasks are back to their idle counts and its heap is back within 10 % of where it started, and
+//! the dialing client holds no stream and no port. The server runs on its own thread with its own current-thread runtime,
 //! and a counting global allocator attributes heap bytes to that thread, so the clients' memory
 //! does not blur the figure.
 
@@ -139,6 +140,9 @@ async fn server_memory_returns_within_ten_percent_after_ten_thousand_streams() {
         growth * 10 <= baseline,
         "server heap grew from {baseline} to {after} bytes ({growth:+}): more than 10 %"
     );
+
+    eventually("client streams closed", || sa.stats().open_streams() == 0).await;
+    assert_eq!(a.ports().ephemeral_in_use(), 0);
 
     let _ = stop.send(());
     tokio::task::spawn_blocking(move || thread.join().unwrap())

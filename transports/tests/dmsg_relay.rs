@@ -1,4 +1,5 @@
-//! DMSG core, end to end on loopback: a relay server and clients in one process.
+//! DMSG core, end to end on loopback: a relay server and clients in one process. (The 10 000
+//! stream leak test, counters and heap, is `dmsg_leak_memory.rs`.)
 
 use std::time::Duration;
 
@@ -439,59 +440,6 @@ async fn garbage_session_handshakes_do_not_hurt_the_server() {
     let a = endpoint();
     let s = session(&a, &srv).await;
     assert!(s.ping().await.is_ok());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leak_test_ten_thousand_streams_and_refusals() {
-    let srv = server(ServerConfig::default()).await;
-    let (a, b) = (endpoint(), endpoint());
-    let (sa, _sb) = (session(&a, &srv).await, session(&b, &srv).await);
-    let _echo = echo(&b, 4);
-    let baseline_tasks = srv.stats().tasks();
-    let sa = std::sync::Arc::new(sa);
-    let dst_ok = Addr::new(b.public_key(), 4);
-    let dst_none = Addr::new(b.public_key(), 44);
-    let n = 10_000usize;
-    let workers = 32;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let sa = sa.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (w..n).step_by(workers) {
-                let mut s = sa.dial(dst_ok).await.unwrap();
-                s.write_all(&(i as u64).to_be_bytes()).await.unwrap();
-                s.shutdown().await.unwrap();
-                let mut back = Vec::new();
-                s.read_to_end(&mut back).await.unwrap();
-                assert_eq!(back, (i as u64).to_be_bytes());
-                let err = sa.dial(dst_none).await.unwrap_err();
-                assert_eq!(err.code(), Some(Code::NoListener));
-            }
-        }));
-    }
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(300), t)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    assert_eq!(srv.stats().relayed_total(), n as u64);
-    eventually("bridges back to zero", || srv.stats().bridges() == 0).await;
-    let stats = srv.stats().clone();
-    let start = std::time::Instant::now();
-    while stats.tasks() != baseline_tasks {
-        assert!(
-            start.elapsed() < T,
-            "tasks {} never returned to {baseline_tasks} (bridges {}, sessions {}, client open streams {})",
-            stats.tasks(),
-            stats.bridges(),
-            stats.sessions(),
-            sa.stats().open_streams()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    eventually("client streams closed", || sa.stats().open_streams() == 0).await;
-    assert_eq!(a.ports().ephemeral_in_use(), 0);
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ use skytower_layers::{BoxError, HealthLayer, HealthRegistry};
 use skytower_transports::connector::{Connection, Listener, Peer};
 use skytower_transports::dmsg::Client;
 use skytower_transports::dmsg::wire::Addr;
+use skytower_transports::task::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
@@ -285,7 +286,10 @@ impl SvcServer {
             ..
         } = self;
         // The metrics listener lives exactly as long as this call.
-        let mut metrics = metrics.map(|m| AbortOnDrop(tokio::spawn(serve_metrics(m, hooks))));
+        let metrics = metrics.map(|m| {
+            let task = tokio::spawn(serve_metrics(m, hooks));
+            (AbortOnDrop::new(&task), task)
+        });
         let result = tokio::select! {
             r = &mut driver => r,
             () = shutdown => {
@@ -304,8 +308,8 @@ impl SvcServer {
             close_client(client).await;
         }
         // Stop the metrics listener and wait until its socket is closed.
-        if let Some(AbortOnDrop(task)) = metrics.as_mut() {
-            task.abort();
+        if let Some((owner, task)) = metrics {
+            drop(owner); // aborts
             let _ = task.await;
         }
         tracing::info!(service = %name, "stopped");
@@ -356,14 +360,6 @@ fn dmsg_report(client: Option<&Client>, address: Addr) -> CheckReport {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Serves `GET /metrics` (Prometheus text format) until dropped.

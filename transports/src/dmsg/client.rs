@@ -31,10 +31,11 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use super::disc::{DeleteRequest, Discovery, DiscoveryError, Entry};
 use super::ports::{Listener, PortError};
 use super::replay::unix_ms_now;
-use super::session::{AbortOnDrop, ClientSession, Endpoint, SessionConfig};
+use super::session::{ClientSession, Endpoint, SessionConfig};
 use super::stream::{DialError, DmsgStream};
 use super::wire::{Addr, Code};
 use crate::identity::{PublicKey, SecretKey};
+use crate::task::AbortOnDrop;
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -412,7 +413,7 @@ impl Client {
             dial,
             negative,
             breaker,
-            _maintain: AbortOnDrop(task.abort_handle()),
+            _maintain: AbortOnDrop::new(&task),
         }
     }
 

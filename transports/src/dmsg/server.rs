@@ -46,10 +46,10 @@ use super::handshake::{self, Admission, HandshakeError, RefuseReason};
 use super::mux::{self, Mux, MuxConfig, MuxStream, Opener};
 use super::noise::NoiseStream;
 use super::replay::{ReplayError, ReplayGuard, unix_ms_now};
-use super::session::AbortOnDrop;
 use super::stream::{digest, refuse, refuse_unread};
 use super::wire::{self, Code, Probe, SignedRequest, SignedResponse};
 use crate::identity::{PublicKey, SecretKey};
+use crate::task::AbortOnDrop;
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -270,7 +270,7 @@ impl Server {
             shared,
             local_addr,
             queue,
-            accept_task: Some(AbortOnDrop(task.abort_handle())),
+            accept_task: Some(AbortOnDrop::new(&task)),
             registration: None,
             stop: Some(stop_tx),
             done: Some(done_rx),
@@ -326,7 +326,7 @@ impl Server {
             public_addr,
             refresh,
         ));
-        self.registration = Some((AbortOnDrop(task.abort_handle()), discovery));
+        self.registration = Some((AbortOnDrop::new(&task), discovery));
     }
 
     /// Stops accepting, closes every session (their streams fail), and waits for every task of

@@ -18,7 +18,9 @@ use skytower_layers::HandshakeQueueLayer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
+
+use crate::task::AbortOnDrop;
 use tower::{Layer, Service, ServiceExt};
 
 use super::handshake::{self, HandshakeError, SessionParams};
@@ -218,7 +220,7 @@ impl Endpoint {
             params,
             opener,
             mux,
-            acceptor: AbortOnDrop(acceptor.abort_handle()),
+            acceptor: AbortOnDrop::new(&acceptor),
             connected_at: std::time::SystemTime::now(),
             counters,
             last_rtt: std::sync::Mutex::new(None),
@@ -375,16 +377,6 @@ impl ClientSession {
     /// Waits until the session ends (server gone, connection broken).
     pub async fn closed(&mut self) {
         let _ = self.mux.closed().await;
-    }
-}
-
-/// Aborts a task when dropped: the owner of a spawned task.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop(pub(crate) AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
