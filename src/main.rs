@@ -71,30 +71,12 @@ impl From<Format> for KeyFormat {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    skytower::services::cli::init_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // The messages already carry their causes; print a cause only if it adds something.
-            let mut shown = e.to_string();
-            eprintln!("error: {shown}");
-            let mut source = e.source();
-            while let Some(s) = source {
-                let text = s.to_string();
-                if !shown.contains(&text) {
-                    eprintln!("  caused by: {text}");
-                    shown.push_str(&text);
-                }
-                source = s.source();
-            }
+            eprintln!("{}", skytower::services::cli::error_report(e.as_ref()));
             ExitCode::FAILURE
         }
     }

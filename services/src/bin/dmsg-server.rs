@@ -16,14 +16,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    skytower_services::cli::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,18 +30,7 @@ fn main() -> ExitCode {
     match runtime.block_on(execute(cli.args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // The messages already carry their causes; print a cause only if it adds something.
-            let mut shown = e.to_string();
-            eprintln!("error: {shown}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                let text = s.to_string();
-                if !shown.contains(&text) {
-                    eprintln!("  caused by: {text}");
-                    shown.push_str(&text);
-                }
-                source = s.source();
-            }
+            eprintln!("{}", skytower_services::cli::error_report(&e));
             ExitCode::FAILURE
         }
     }
