@@ -4,6 +4,8 @@
 //!   `skytower dmsg-server`).
 //! - [`dmsg_discovery`]: the DMSG discovery service (signed entries with TTLs, an embedded store
 //!   and a Redis store, per-key rate limits; `skytower dmsg-discovery`).
+//! - [`uptime_tracker`]: signed node heartbeats, online status and daily uptime (embedded or
+//!   Redis store, retention, per-IP rate limit; `skytower uptime-tracker`).
 //!
 //! - [`svcmode`]: the shared service mode: one set of flags (`--addr --key --discovery
 //!   --dmsg-port --mode http|dmsg|dual --grace`) and [`svcmode::serve`], which runs the same
@@ -63,8 +65,10 @@ pub mod auth;
 pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
+mod http_stack;
 pub mod svcmode;
 pub mod ttl_store;
+pub mod uptime_tracker;
 
 pub use skytower_layers as layers;
 pub use skytower_transports as transports;

@@ -126,7 +126,7 @@ fn not_found(message: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
 }
 
-fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
+pub(crate) fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -137,7 +137,7 @@ fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
 }
 
 /// Gives the error responses made by layers (413, 408, 405...) the JSON envelope.
-async fn json_envelope(res: Response) -> Response {
+pub(crate) async fn json_envelope(res: Response) -> Response {
     let status = res.status();
     let is_json = res
         .headers()
@@ -179,7 +179,7 @@ fn peer_key(addr: SocketAddr) -> RateKey {
 
 /// Who a request is charged to: the TCP peer's address range, or the DMSG peer's public key
 /// (the service mode's [`Peer`]; axum's `ConnectInfo` when served by plain axum).
-fn request_key(req: &Request) -> RateKey {
+pub(crate) fn request_key(req: &Request) -> RateKey {
     if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
         return peer_key(*addr);
     }
