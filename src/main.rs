@@ -53,6 +53,8 @@ enum Command {
     DmsgDiscovery(Box<skytower::services::dmsg_discovery::Args>),
     /// Run the uptime tracker (`docs/api/uptime-tracker.md`).
     UptimeTracker(Box<skytower::services::uptime_tracker::Args>),
+    /// Run the config bootstrapper (`docs/api/config-bootstrapper.md`).
+    ConfigBootstrapper(Box<skytower::services::config_bootstrapper::Args>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -108,6 +110,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::DmsgDiscovery(args) => skytower::services::dmsg_discovery::run_cli(*args)?,
         Command::UptimeTracker(args) => skytower::services::uptime_tracker::run_cli(*args)?,
+        Command::ConfigBootstrapper(args) => {
+            skytower::services::config_bootstrapper::run_cli(*args)?
+        }
     }
     Ok(())
 }

@@ -4,6 +4,9 @@
 //!   `skytower dmsg-server`).
 //! - [`dmsg_discovery`]: the DMSG discovery service (signed entries with TTLs, an embedded store
 //!   and a Redis store, per-key rate limits; `skytower dmsg-discovery`).
+//! - [`config_bootstrapper`]: serves the network's configuration (service URLs and their DMSG
+//!   addresses scraped from `/health`, DMSG servers, lists) to new nodes
+//!   (`skytower config-bootstrapper`).
 //! - [`uptime_tracker`]: signed node heartbeats, online status and daily uptime (embedded or
 //!   Redis store, retention, per-IP rate limit; `skytower uptime-tracker`).
 //!
@@ -63,6 +66,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod config_bootstrapper;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
 mod http_stack;

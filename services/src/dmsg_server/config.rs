@@ -173,7 +173,7 @@ impl ConfigError {
         }
     }
 
-    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         ConfigError::Invalid {
             field,
             reason: reason.into(),
@@ -221,27 +221,7 @@ impl DmsgServerConfig {
     }
 
     fn parse(origin: &str, text: &str) -> Result<Self, ConfigError> {
-        let parse_error = |e: toml::de::Error, field: Option<String>| {
-            let (line, column) = match e.span() {
-                Some(span) => {
-                    let (l, c) = line_column(text, span.start);
-                    (Some(l), Some(c))
-                }
-                None => (None, None),
-            };
-            ConfigError::Parse {
-                origin: origin.to_owned(),
-                line,
-                column,
-                field,
-                message: e.message().trim().to_owned(),
-            }
-        };
-        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(e, None))?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            parse_error(e.into_inner(), Some(field))
-        })
+        parse_toml(origin, text)
     }
 
     /// Checks every value; the error names the field (`limits.max_sessions: must be at least 1`).
@@ -305,17 +285,46 @@ impl DmsgServerConfig {
     }
 }
 
+/// Parses TOML into `T`, the error naming the origin, line, column and dotted field path
+/// (shared by the services' config files).
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    origin: &str,
+    text: &str,
+) -> Result<T, ConfigError> {
+    let parse_error = |e: toml::de::Error, field: Option<String>| {
+        let (line, column) = match e.span() {
+            Some(span) => {
+                let (l, c) = line_column(text, span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        ConfigError::Parse {
+            origin: origin.to_owned(),
+            line,
+            column,
+            field,
+            message: e.message().trim().to_owned(),
+        }
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| parse_error(e, None))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        parse_error(e.into_inner(), Some(field))
+    })
+}
+
 /// Durations as humane strings (`"10s"`, `"5m"`, `"1h 30m"`), via `humantime`.
-mod duration {
+pub(crate) mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|e| {
             serde::de::Error::custom(format!(

@@ -29,7 +29,7 @@
 //! ```
 
 mod args;
-mod config;
+pub(crate) mod config;
 mod run;
 
 pub use args::{AFTER_HELP, DmsgServerArgs};
