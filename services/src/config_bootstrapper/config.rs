@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use skytower_transports::identity::PublicKey;
 
+use super::types::ServiceKind;
 use crate::dmsg_server::ConfigError;
 use crate::dmsg_server::config::{duration, parse_toml, validate_host_port};
 use crate::svcmode::SvcArgs;
@@ -42,18 +43,23 @@ pub struct ServiceUrls {
 }
 
 impl ServiceUrls {
-    /// `(name, url)` of each configured service, in a fixed order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("dmsg_discovery", &self.dmsg_discovery),
-            ("transport_discovery", &self.transport_discovery),
-            ("address_resolver", &self.address_resolver),
-            ("route_finder", &self.route_finder),
-            ("uptime_tracker", &self.uptime_tracker),
-            ("service_discovery", &self.service_discovery),
-        ]
-        .into_iter()
-        .filter_map(|(name, url)| url.as_deref().map(|u| (name, u)))
+    /// The URL of `kind`, if configured.
+    pub fn get(&self, kind: ServiceKind) -> Option<&str> {
+        match kind {
+            ServiceKind::DmsgDiscovery => self.dmsg_discovery.as_deref(),
+            ServiceKind::TransportDiscovery => self.transport_discovery.as_deref(),
+            ServiceKind::AddressResolver => self.address_resolver.as_deref(),
+            ServiceKind::RouteFinder => self.route_finder.as_deref(),
+            ServiceKind::UptimeTracker => self.uptime_tracker.as_deref(),
+            ServiceKind::ServiceDiscovery => self.service_discovery.as_deref(),
+        }
+    }
+
+    /// `(kind, url)` of each configured service, in [`ServiceKind::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (ServiceKind, &str)> {
+        ServiceKind::ALL
+            .into_iter()
+            .filter_map(|kind| self.get(kind).map(|url| (kind, url)))
     }
 }
 
@@ -127,6 +133,18 @@ pub struct BootstrapConfig {
     pub scrape: ScrapeConfig,
 }
 
+/// The config key of a service's URL (`services.uptime_tracker`).
+fn service_field(kind: ServiceKind) -> &'static str {
+    match kind {
+        ServiceKind::DmsgDiscovery => "services.dmsg_discovery",
+        ServiceKind::TransportDiscovery => "services.transport_discovery",
+        ServiceKind::AddressResolver => "services.address_resolver",
+        ServiceKind::RouteFinder => "services.route_finder",
+        ServiceKind::UptimeTracker => "services.uptime_tracker",
+        ServiceKind::ServiceDiscovery => "services.service_discovery",
+    }
+}
+
 /// Checks an `http://host[:port]` URL without a path (the service's base URL).
 fn validate_base_url(s: &str) -> Result<(), String> {
     let uri: http::Uri = s
@@ -181,18 +199,8 @@ impl BootstrapConfig {
     ///
     /// [`ConfigError::Invalid`] for the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let s = &self.services;
-        for (field, url) in [
-            ("services.dmsg_discovery", &s.dmsg_discovery),
-            ("services.transport_discovery", &s.transport_discovery),
-            ("services.address_resolver", &s.address_resolver),
-            ("services.route_finder", &s.route_finder),
-            ("services.uptime_tracker", &s.uptime_tracker),
-            ("services.service_discovery", &s.service_discovery),
-        ] {
-            if let Some(url) = url {
-                validate_base_url(url).map_err(|r| ConfigError::invalid(field, r))?;
-            }
+        for (kind, url) in self.services.iter() {
+            validate_base_url(url).map_err(|r| ConfigError::invalid(service_field(kind), r))?;
         }
         for (field, len) in [
             ("route_setup_nodes", self.route_setup_nodes.len()),

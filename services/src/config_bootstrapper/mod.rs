@@ -65,15 +65,15 @@ pub use client::BootstrapClient;
 pub use config::{
     Args, BootstrapConfig, DEFAULT_ADDR, MAX_LIST, RunError, ScrapeConfig, ServiceUrls,
 };
-pub use types::{DmsgServers, Freshness, NetworkConfig, ServiceInfo, Services};
+pub use types::{DmsgServers, Freshness, NetworkConfig, ServiceInfo, ServiceKind, Services};
 
 /// The service name (`/health`, metrics labels, logs).
 pub const NAME: &str = "config-bootstrapper";
 
 #[derive(Debug)]
 struct Cache {
-    /// `(name, url, DMSG address)` per configured service, in [`ServiceUrls::iter`] order.
-    services: Vec<(&'static str, String, scrape::Known<Option<Addr>>)>,
+    /// `(kind, url, DMSG address)` per configured service, in [`ServiceUrls::iter`] order.
+    services: Vec<(ServiceKind, String, scrape::Known<Option<Addr>>)>,
     servers: scrape::Known<Vec<Entry>>,
 }
 
@@ -102,7 +102,7 @@ impl BootstrapService {
         let services = config
             .services
             .iter()
-            .map(|(name, url)| (name, url.to_owned(), scrape::Known::unknown()))
+            .map(|(kind, url)| (kind, url.to_owned(), scrape::Known::unknown()))
             .collect();
         let servers = if config.services.dmsg_discovery.is_some() {
             scrape::Known::unknown()
@@ -164,9 +164,9 @@ impl BootstrapService {
         let (healths, servers) = tokio::join!(healths, servers);
         let now = unix_ms_now();
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
-        for ((name, url, known), result) in cache.services.iter_mut().zip(healths) {
+        for ((kind, url, known), result) in cache.services.iter_mut().zip(healths) {
             if let Err(e) = &result {
-                tracing::warn!(service = name, %url, error = %e, "scraping /health failed");
+                tracing::warn!(service = kind.name(), %url, error = %e, "scraping /health failed");
             }
             known.record(result, now);
         }
@@ -200,23 +200,14 @@ impl BootstrapService {
     pub fn network_config(&self) -> NetworkConfig {
         let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
         let mut services = Services::default();
-        for (name, url, known) in &cache.services {
-            let info = ServiceInfo {
+        for (kind, url, known) in &cache.services {
+            *services.slot_mut(*kind) = Some(ServiceInfo {
                 url: url.clone(),
                 dmsg_address: known.value.flatten(),
                 status: known.freshness(),
                 updated_at: known.updated_at,
                 error: known.error.clone(),
-            };
-            let slot = match *name {
-                "dmsg_discovery" => &mut services.dmsg_discovery,
-                "transport_discovery" => &mut services.transport_discovery,
-                "address_resolver" => &mut services.address_resolver,
-                "route_finder" => &mut services.route_finder,
-                "uptime_tracker" => &mut services.uptime_tracker,
-                _ => &mut services.service_discovery,
-            };
-            *slot = Some(info);
+            });
         }
         let c = &self.config;
         NetworkConfig {
@@ -268,18 +259,10 @@ impl HealthCheck for ScrapeCheck {
         let config = self.0.network_config();
         let mut stale = Vec::new();
         let mut unknown = Vec::new();
-        let s = &config.services;
-        for (name, info) in [
-            ("dmsg_discovery", &s.dmsg_discovery),
-            ("transport_discovery", &s.transport_discovery),
-            ("address_resolver", &s.address_resolver),
-            ("route_finder", &s.route_finder),
-            ("uptime_tracker", &s.uptime_tracker),
-            ("service_discovery", &s.service_discovery),
-        ] {
-            match info.as_ref().map(|i| i.status) {
-                Some(Freshness::Stale) => stale.push(name),
-                Some(Freshness::Unknown) => unknown.push(name),
+        for kind in ServiceKind::ALL {
+            match config.services.get(kind).map(|i| i.status) {
+                Some(Freshness::Stale) => stale.push(kind.name()),
+                Some(Freshness::Unknown) => unknown.push(kind.name()),
                 _ => {}
             }
         }

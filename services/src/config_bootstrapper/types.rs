@@ -37,10 +37,77 @@ pub struct ServiceInfo {
     pub error: Option<String>,
 }
 
+impl Services {
+    /// The service of `kind`.
+    pub fn get(&self, kind: ServiceKind) -> Option<&ServiceInfo> {
+        match kind {
+            ServiceKind::DmsgDiscovery => self.dmsg_discovery.as_ref(),
+            ServiceKind::TransportDiscovery => self.transport_discovery.as_ref(),
+            ServiceKind::AddressResolver => self.address_resolver.as_ref(),
+            ServiceKind::RouteFinder => self.route_finder.as_ref(),
+            ServiceKind::UptimeTracker => self.uptime_tracker.as_ref(),
+            ServiceKind::ServiceDiscovery => self.service_discovery.as_ref(),
+        }
+    }
+
+    /// The slot of `kind`.
+    pub fn slot_mut(&mut self, kind: ServiceKind) -> &mut Option<ServiceInfo> {
+        match kind {
+            ServiceKind::DmsgDiscovery => &mut self.dmsg_discovery,
+            ServiceKind::TransportDiscovery => &mut self.transport_discovery,
+            ServiceKind::AddressResolver => &mut self.address_resolver,
+            ServiceKind::RouteFinder => &mut self.route_finder,
+            ServiceKind::UptimeTracker => &mut self.uptime_tracker,
+            ServiceKind::ServiceDiscovery => &mut self.service_discovery,
+        }
+    }
+}
+
 impl ServiceInfo {
     /// `dmsg://<pk>:<port>`, the base URL to reach the service over DMSG.
     pub fn dmsg_url(&self) -> Option<String> {
         self.dmsg_address.map(|a| format!("dmsg://{a}"))
+    }
+}
+
+/// The services a bootstrapper knows about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceKind {
+    /// dmsg-discovery.
+    DmsgDiscovery,
+    /// Transport discovery.
+    TransportDiscovery,
+    /// Address resolver.
+    AddressResolver,
+    /// Route finder.
+    RouteFinder,
+    /// Uptime tracker.
+    UptimeTracker,
+    /// Service discovery.
+    ServiceDiscovery,
+}
+
+impl ServiceKind {
+    /// Every kind, in the order of the JSON members.
+    pub const ALL: [ServiceKind; 6] = [
+        ServiceKind::DmsgDiscovery,
+        ServiceKind::TransportDiscovery,
+        ServiceKind::AddressResolver,
+        ServiceKind::RouteFinder,
+        ServiceKind::UptimeTracker,
+        ServiceKind::ServiceDiscovery,
+    ];
+
+    /// The JSON member and config key (`uptime_tracker`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ServiceKind::DmsgDiscovery => "dmsg_discovery",
+            ServiceKind::TransportDiscovery => "transport_discovery",
+            ServiceKind::AddressResolver => "address_resolver",
+            ServiceKind::RouteFinder => "route_finder",
+            ServiceKind::UptimeTracker => "uptime_tracker",
+            ServiceKind::ServiceDiscovery => "service_discovery",
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! The HTTP API (`docs/api/uptime-tracker.md`): wire types, routes and handlers.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
@@ -282,9 +281,6 @@ async fn uptime(
         ))),
     }
 }
-
-/// Arc'd so that cloning the service for each request stays cheap.
-pub(crate) type SharedConfig = Arc<super::TrackerConfig>;
 
 #[cfg(test)]
 mod tests {

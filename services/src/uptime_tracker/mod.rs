@@ -108,7 +108,7 @@ pub struct UptimeService {
     clock: Arc<dyn WallClock>,
     limit: KeyedRateLimit,
     verifier: SharedVerifier,
-    config: api::SharedConfig,
+    config: Arc<TrackerConfig>,
 }
 
 impl std::fmt::Debug for UptimeService {
