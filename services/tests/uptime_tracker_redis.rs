@@ -134,3 +134,37 @@ async fn the_api_over_redis() {
     assert_eq!(json["version"], "1.2.3");
     assert_eq!(json["online"], true);
 }
+
+#[tokio::test]
+async fn listings_larger_than_a_read_batch_are_complete_and_sorted() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = open(&redis, "ut:", suite::accounting(MONTH)).await;
+    let mut keys: Vec<String> = Vec::new();
+    for i in 0..1200u64 {
+        let pk = SecretKey::generate().unwrap().public_key();
+        store.heartbeat(&pk, "v", suite::MONDAY + i).await.unwrap();
+        keys.push(pk.to_string());
+    }
+    let now = suite::MONDAY + 2000;
+    let today = skytower_services::uptime_tracker::Day::of_ms(now);
+    let range = skytower_services::uptime_tracker::DayRange {
+        from: today,
+        to: today,
+    };
+    let (all, truncated) = store.nodes(None, range, now, 5000).await.unwrap();
+    assert!(!truncated);
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(all.iter().map(|r| r.pk.clone()).collect::<Vec<_>>(), sorted);
+    // Truncated to the 700 most recently seen (the last 700 written).
+    let (some, truncated) = store.nodes(None, range, now, 700).await.unwrap();
+    assert!(truncated);
+    let mut newest = keys[500..].to_vec();
+    newest.sort();
+    assert_eq!(
+        some.iter().map(|r| r.pk.clone()).collect::<Vec<_>>(),
+        newest
+    );
+}

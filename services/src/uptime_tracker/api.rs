@@ -39,7 +39,8 @@ pub struct HeartbeatAck {
     pub interval_secs: u64,
 }
 
-/// One node's uptime.
+/// One node's uptime (as clients decode it; the service writes the same JSON from its
+/// store's records without re-validating the keys).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeUptime {
     /// The node.
@@ -53,6 +54,25 @@ pub struct NodeUptime {
     /// Percent of each UTC day of the range it was online (`YYYY-MM-DD` → 0–100, two
     /// decimals); every day of the range is present.
     pub daily: BTreeMap<String, f64>,
+}
+
+/// What the service writes for a node: [`NodeUptime`]'s JSON.
+#[derive(Serialize)]
+struct NodeUptimeOut {
+    pk: String,
+    online: bool,
+    last_heartbeat: u64,
+    version: String,
+    daily: BTreeMap<String, f64>,
+}
+
+/// What the service writes for `GET /uptimes`: [`Uptimes`]' JSON.
+#[derive(Serialize)]
+struct UptimesOut {
+    from: String,
+    to: String,
+    truncated: bool,
+    nodes: Vec<NodeUptimeOut>,
 }
 
 /// The answer to `GET /uptimes`.
@@ -228,9 +248,14 @@ fn parse_query(
     })
 }
 
-fn node_uptime(service: &UptimeService, rec: NodeRecord, range: DayRange, now: u64) -> NodeUptime {
+fn node_uptime(
+    service: &UptimeService,
+    rec: NodeRecord,
+    range: DayRange,
+    now: u64,
+) -> NodeUptimeOut {
     let threshold = crate::uptime_tracker::store::millis(service.store.accounting().credit_cap);
-    NodeUptime {
+    NodeUptimeOut {
         pk: rec.pk,
         online: now.saturating_sub(rec.last_heartbeat_ms) <= threshold,
         last_heartbeat: rec.last_heartbeat_ms,
@@ -248,14 +273,14 @@ fn node_uptime(service: &UptimeService, rec: NodeRecord, range: DayRange, now: u
 async fn uptimes(
     State(service): State<UptimeService>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Uptimes>, ApiError> {
+) -> Result<Json<UptimesOut>, ApiError> {
     let q = parse_query(raw.as_deref(), &service, true)?;
     let now = service.now_ms();
     let (records, truncated) = service
         .store
         .nodes(q.keys.as_deref(), q.range, now, service.config.max_list)
         .await?;
-    Ok(Json(Uptimes {
+    Ok(Json(UptimesOut {
         from: q.range.from.to_string(),
         to: q.range.to.to_string(),
         truncated,
@@ -270,7 +295,7 @@ async fn uptime(
     State(service): State<UptimeService>,
     Path(pk): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<NodeUptime>, ApiError> {
+) -> Result<Json<NodeUptimeOut>, ApiError> {
     let pk = parse_pk(&pk)?;
     let q = parse_query(raw.as_deref(), &service, false)?;
     let now = service.now_ms();

@@ -47,7 +47,7 @@ impl MemoryUptimeStore {
     fn record(&self, pk: PublicKey, node: &Node, days: DayRange, now_ms: u64) -> NodeRecord {
         let kept = self.accounting.first_kept_day(now_ms);
         NodeRecord {
-            pk,
+            pk: pk.to_string(),
             last_heartbeat_ms: node.last_ms,
             version: node.version.clone(),
             daily_ms: node

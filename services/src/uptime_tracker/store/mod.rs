@@ -116,8 +116,10 @@ pub struct HeartbeatOutcome {
 /// A node as stored: last heartbeat, version, and the day counters asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRecord {
-    /// The node.
-    pub pk: PublicKey,
+    /// The node's key as stored: 64 lowercase hex characters (not re-validated when read
+    /// back, which would cost tens of µs per key; the store only holds keys of verified
+    /// heartbeats). Sorting these strings sorts by key bytes.
+    pub pk: String,
     /// Unix milliseconds of its last heartbeat.
     pub last_heartbeat_ms: u64,
     /// The version its last heartbeat reported.
@@ -231,6 +233,14 @@ pub mod suite {
         SecretKey::generate().expect("random key").public_key()
     }
 
+    fn hex(keys: &[PublicKey]) -> Vec<String> {
+        keys.iter().map(ToString::to_string).collect()
+    }
+
+    fn ids(records: &[super::NodeRecord]) -> Vec<String> {
+        records.iter().map(|r| r.pk.clone()).collect()
+    }
+
     fn week(now: u64) -> DayRange {
         let today = Day::of_ms(now);
         DayRange {
@@ -265,7 +275,7 @@ pub mod suite {
         }
         let now = at;
         let rec = store.node(&a, week(now), now).await.unwrap().unwrap();
-        assert_eq!(rec.pk, a);
+        assert_eq!(rec.pk, a.to_string());
         assert_eq!(rec.version, "1.0.2");
         assert_eq!(rec.last_heartbeat_ms, now);
         assert_eq!(
@@ -295,18 +305,18 @@ pub mod suite {
         assert!(!truncated);
         let mut sorted = keys.clone();
         sorted.sort();
-        assert_eq!(all.iter().map(|r| r.pk).collect::<Vec<_>>(), sorted);
+        assert_eq!(ids(&all), hex(&sorted));
         let (some, truncated) = store.nodes(None, range, now, 2).await.unwrap();
         assert!(truncated);
         let mut newest = vec![keys[3], keys[4]];
         newest.sort();
-        assert_eq!(some.iter().map(|r| r.pk).collect::<Vec<_>>(), newest);
+        assert_eq!(ids(&some), hex(&newest));
         let wanted = [keys[1], pk(), keys[0]];
         let (picked, truncated) = store.nodes(Some(&wanted), range, now, 100).await.unwrap();
         assert!(!truncated);
         let mut expect = vec![keys[0], keys[1]];
         expect.sort();
-        assert_eq!(picked.iter().map(|r| r.pk).collect::<Vec<_>>(), expect);
+        assert_eq!(ids(&picked), hex(&expect));
         assert_eq!(store.len(now).await.unwrap(), 5);
     }
 
@@ -337,7 +347,7 @@ pub mod suite {
         assert_eq!(store.node(&silent, week(t2), t2).await.unwrap(), None);
         assert!(store.node(&busy, week(t2), t2).await.unwrap().is_some());
         let (live, _) = store.nodes(None, week(t2), t2, 100).await.unwrap();
-        assert_eq!(live.iter().map(|r| r.pk).collect::<Vec<_>>(), vec![busy]);
+        assert_eq!(ids(&live), hex(&[busy]));
         let (picked, _) = store
             .nodes(Some(&[silent]), week(t2), t2, 100)
             .await

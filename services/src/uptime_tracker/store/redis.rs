@@ -9,7 +9,8 @@
 //! | `Nnodes` | sorted set | keys scored by their last heartbeat (ms) | — |
 //!
 //! Every operation is one Lua script, so a heartbeat's read-credit-write is atomic however many
-//! tracker instances share the Redis. Time is the tracker's (`now` is an argument), so all
+//! tracker instances share the Redis (a listing reads its nodes in batches of 500, so no script
+//! holds Redis for long; it is not a snapshot). Time is the tracker's (`now` is an argument), so all
 //! instances must have synchronised clocks (as their signature windows already require). A
 //! silent node's hashes expire natively after the retention; [`purge`](UptimeStore::purge)
 //! removes it from `Nnodes` (and deletes its hashes, should they have outlived it); day
@@ -60,32 +61,30 @@ if last then return {credited, 0} end
 return {credited, 1}
 "#;
 
+const LIST: &str = r#"
+-- ARGV: ns, now, retention, limit; the live nodes, most recently seen first, at most limit + 1
+return redis.call('ZREVRANGEBYSCORE', ARGV[1] .. 'nodes', '+inf',
+  string.format('(%d', tonumber(ARGV[2]) - tonumber(ARGV[3])), 'LIMIT', 0, tonumber(ARGV[4]) + 1)
+"#;
+
 const READ: &str = r#"
--- ARGV: ns, now, retention, limit, pk...; with no pk, every live node (most recently seen
--- first, at most `limit`). Returns {truncated (0|1), {{pk, last, version, {day, ms, ...}}, ...}}
+-- ARGV: ns, now, retention, pk...; returns {{pk, last, version, {day, ms, ...}}, ...} for the
+-- live ones
 local ns = ARGV[1]
-local now, retention, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local keys = {}
-local truncated = 0
-if #ARGV > 4 then
-  for i = 5, #ARGV do keys[#keys + 1] = ARGV[i] end
-else
-  keys = redis.call('ZREVRANGEBYSCORE', ns .. 'nodes', '+inf',
-    string.format('(%d', now - retention), 'LIMIT', 0, limit + 1)
-  if #keys > limit then
-    truncated = 1
-    keys[#keys] = nil
-  end
-end
+local now, retention = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
-for _, pk in ipairs(keys) do
+for i = 4, #ARGV do
+  local pk = ARGV[i]
   local h = redis.call('HMGET', ns .. 'n:' .. pk, 'last', 'version')
   if h[1] and h[2] and tonumber(h[1]) + retention > now then
     out[#out + 1] = {pk, h[1], h[2], redis.call('HGETALL', ns .. 'd:' .. pk)}
   end
 end
-return {truncated, out}
+return out
 "#;
+
+/// Nodes read per script call when listing, so one call holds Redis for a few ms at most.
+const READ_BATCH: usize = 500;
 
 const PURGE: &str = r#"
 -- ARGV: ns, now, retention; removes nodes past the retention (at most 10000 per call)
@@ -114,6 +113,7 @@ pub struct RedisUptimeStore {
     namespace: String,
     accounting: Accounting,
     heartbeat: Script,
+    list: Script,
     read: Script,
     purge: Script,
     len: Script,
@@ -156,6 +156,7 @@ impl RedisUptimeStore {
             namespace: config.prefix.clone(),
             accounting,
             heartbeat: Script::new(HEARTBEAT),
+            list: Script::new(LIST),
             read: Script::new(READ),
             purge: Script::new(PURGE),
             len: Script::new(LEN),
@@ -169,28 +170,43 @@ impl RedisUptimeStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<(Vec<NodeRecord>, bool), UptimeStoreError> {
-        let mut inv = self.read.prepare_invoke();
-        inv.arg(&self.namespace)
-            .arg(now_ms)
-            .arg(self.accounting.retention_ms())
-            .arg(limit);
-        if let Some(keys) = keys {
-            for k in keys {
-                inv.arg(k.to_string());
+        let retention = self.accounting.retention_ms();
+        let (ids, truncated) = match keys {
+            Some(keys) => (keys.iter().map(ToString::to_string).collect(), false),
+            None => {
+                let mut ids: Vec<String> = self
+                    .list
+                    .arg(&self.namespace)
+                    .arg(now_ms)
+                    .arg(retention)
+                    .arg(limit)
+                    .invoke_async(&mut self.conn.clone())
+                    .await
+                    .map_err(unavailable)?;
+                let truncated = ids.len() > limit;
+                ids.truncate(limit);
+                (ids, truncated)
+            }
+        };
+        let kept = self.accounting.first_kept_day(now_ms);
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(READ_BATCH) {
+            let mut inv = self.read.prepare_invoke();
+            inv.arg(&self.namespace).arg(now_ms).arg(retention);
+            for id in batch {
+                inv.arg(id);
+            }
+            let raw: Vec<RawNode> = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            for node in raw {
+                out.push(decode(node, days, kept)?);
             }
         }
-        let (truncated, raw): (i64, Vec<RawNode>) = inv
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        let kept = self.accounting.first_kept_day(now_ms);
-        let mut out = raw
-            .into_iter()
-            .map(|node| decode(node, days, kept))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.sort_by_key(|r| r.pk);
+        out.sort_by(|a, b| a.pk.cmp(&b.pk));
         out.dedup_by(|a, b| a.pk == b.pk);
-        Ok((out, truncated == 1))
+        Ok((out, truncated))
     }
 }
 
@@ -203,7 +219,9 @@ fn decode(
     days: DayRange,
     kept: Day,
 ) -> Result<NodeRecord, UptimeStoreError> {
-    let pk: PublicKey = pk.parse().map_err(|_| corrupt("node key", &pk))?;
+    if pk.len() != 64 || !pk.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(corrupt("node key", &pk));
+    }
     let last_heartbeat_ms = last.parse().map_err(|_| corrupt("heartbeat time", &last))?;
     let mut daily_ms = BTreeMap::new();
     for pair in flat.chunks_exact(2) {
@@ -284,7 +302,7 @@ impl UptimeStore for RedisUptimeStore {
                 // Explicit keys: keep the most recently seen.
                 nodes.sort_by_key(|r| std::cmp::Reverse(r.last_heartbeat_ms));
                 nodes.truncate(limit);
-                nodes.sort_by_key(|r| r.pk);
+                nodes.sort_by(|a, b| a.pk.cmp(&b.pk));
                 truncated = true;
             }
             Ok((nodes, truncated))
