@@ -61,7 +61,9 @@
 pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
+pub mod route_finder;
 pub mod svcmode;
+pub mod transport_discovery;
 
 pub use skytower_layers as layers;
 pub use skytower_transports as transports;
