@@ -365,10 +365,7 @@ impl SignedEntry {
         let bytes = self.entry.canonical_bytes();
         for (i, (pk, sig)) in self.entry.edges.iter().zip(&self.signatures).enumerate() {
             pk.verify(contexts::TRANSPORT_ENTRY, &bytes, sig)
-                .map_err(|_| EntryError::BadSignature {
-                    edge: i,
-                    key: *pk,
-                })?;
+                .map_err(|_| EntryError::BadSignature { edge: i, key: *pk })?;
         }
         if let Some(caller) = caller
             && self.entry.edge_index(caller).is_none()
@@ -509,7 +506,12 @@ mod tests {
     #[test]
     fn canonical_bytes_layout() {
         let (a, b) = keys();
-        let e = TransportEntry::new(a.public_key(), b.public_key(), TransportType::Tcp, Label::Skycoin);
+        let e = TransportEntry::new(
+            a.public_key(),
+            b.public_key(),
+            TransportType::Tcp,
+            Label::Skycoin,
+        );
         let bytes = e.canonical_bytes();
         assert_eq!(&bytes[..16], e.id.as_bytes());
         assert_eq!(&bytes[16..48], e.edges[0].as_bytes());
