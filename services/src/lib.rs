@@ -58,12 +58,15 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
 pub mod route_finder;
 pub mod svcmode;
 pub mod transport_discovery;
+pub mod ttl_store;
 
 pub use skytower_layers as layers;
 pub use skytower_transports as transports;
