@@ -42,7 +42,7 @@ async fn register_then_read_by_id_edge_and_all_then_delete() {
     let stored: Vec<TransportRecord> = ok_json(&app, post(&a, &[ab])).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].signed(), ab);
-    assert!(stored[0].registered_at >= before);
+    assert!(stored[0].registered_at.abs_diff(before) < 1000);
     assert_eq!(stored[0].expires_at - stored[0].registered_at, 300_000);
     // The trailing-slash path of upstream clients works too.
     let _: Vec<TransportRecord> = ok_json(

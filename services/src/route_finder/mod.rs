@@ -31,6 +31,7 @@
 //! let store = Arc::new(MemoryTtlStore::new(1000));
 //! let tpd = tpd::TransportDiscovery::new(&tpd::Config::default(), store.clone());
 //! let [a, b, c] = [(); 3].map(|_| SecretKey::generate().unwrap());
+//! let b = Arc::new(b);
 //! let link = |x: &SecretKey, y: &SecretKey| {
 //!     let e = TransportEntry::new(x.public_key(), y.public_key(), TransportType::Dmsg, Label::User);
 //!     SignedEntry::sign_both(e, x, y).unwrap()
@@ -40,7 +41,7 @@
 //! let tpd_url = format!("http://{}", tpd_server.http_addr().unwrap());
 //! let (stop_tpd, tpd_stopped) = tokio::sync::oneshot::channel::<()>();
 //! let tpd_task = tokio::spawn(tpd_server.serve(async { let _ = tpd_stopped.await; }));
-//! tpd::TpdClient::new(&tpd_url)?.with_key(Arc::new(b.clone()))
+//! tpd::TpdClient::new(&tpd_url)?.with_key(b.clone())
 //!     .register(&[link(&a, &b), link(&b, &c)]).await?;
 //!
 //! let rf = RouteFinder::new(&route_finder::Config::default(), Arc::new(StoreSource(Records::new(store))));

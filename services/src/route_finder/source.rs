@@ -5,8 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use skytower_transports::dmsg::replay::unix_ms_now;
-
 use crate::transport_discovery::{TpdClient, TransportEntry, TransportRecord};
 use crate::ttl_store::Records;
 
@@ -35,7 +33,7 @@ pub trait TransportSource: Send + Sync + std::fmt::Debug {
 }
 
 fn live(records: impl IntoIterator<Item = TransportRecord>) -> Vec<LiveTransport> {
-    let now = unix_ms_now();
+    let now = crate::transport_discovery::http::clock_ms();
     records
         .into_iter()
         .filter_map(|r| {

@@ -9,17 +9,17 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use skytower_layers::check::{CheckFuture, CheckReport, HealthCheck};
-use skytower_transports::dmsg::replay::unix_ms_now;
 use skytower_transports::identity::{PublicKey, Signature};
 
 use super::entry::{EntryError, SignedEntry, TransportEntry, TransportId};
-use super::http::{StackLimits, parse_json, wrap};
+use super::http::{StackLimits, clock_ms, parse_json, wrap};
 use crate::api::ApiError;
 use crate::auth::{RequireSignatureLayer, SharedVerifier, VerifiedKey};
 use crate::ttl_store::{Records, TtlStore};
 
 /// A registered transport as stored and listed: the signed entry, when it was last registered
-/// and when it expires (Unix milliseconds, the service's clock).
+/// and when it expires (Unix milliseconds on the service's clock: the wall clock at start-up
+/// advanced by the monotonic clock).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransportRecord {
@@ -124,7 +124,7 @@ async fn register(
         e.verify(Some(&caller))
             .map_err(|err| entry_error(i, &err))?;
     }
-    let now = unix_ms_now();
+    let now = clock_ms();
     let ttl_ms = u64::try_from(state.entry_ttl.as_millis()).unwrap_or(u64::MAX);
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {

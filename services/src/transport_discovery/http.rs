@@ -128,3 +128,21 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
+
+/// Unix milliseconds on the service's clock: the wall clock read once, advanced by tokio's
+/// monotonic clock. Records' `registered_at`/`expires_at` and the route finder's remaining
+/// lifetimes use it, so they agree with the store's expiry (on `tokio::time::Instant`), also
+/// under paused time in tests; it does not jump when the wall clock is stepped.
+pub(crate) fn clock_ms() -> u64 {
+    static BASE: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
+    let (unix, at) = *BASE.get_or_init(|| {
+        (
+            skytower_transports::dmsg::replay::unix_ms_now(),
+            std::time::Instant::now(),
+        )
+    });
+    let elapsed = tokio::time::Instant::now()
+        .into_std()
+        .saturating_duration_since(at);
+    unix.saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
