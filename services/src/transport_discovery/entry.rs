@@ -459,8 +459,8 @@ mod tests {
     }
 
     #[test]
-    fn id_derivation_is_pinned() {
-        // A fixed vector so that other implementations can check theirs.
+    fn id_derivation_matches_the_documented_formula() {
+        // The documented formula, computed independently.
         let low = PublicKey::from_bytes(
             &SecretKey::from_hex(&"01".repeat(32))
                 .unwrap()
