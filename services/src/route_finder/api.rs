@@ -107,7 +107,7 @@ pub(crate) fn router(state: AppState, trace: bool) -> Router {
     wrap(router, limits, trace)
 }
 
-fn search_error(e: &SearchError) -> ApiError {
+fn search_error(p: &Pair, e: &SearchError) -> ApiError {
     let code = match e {
         SearchError::UnknownSource(_) => "unknown_source",
         SearchError::UnknownDestination(_) => "unknown_destination",
@@ -115,7 +115,13 @@ fn search_error(e: &SearchError) -> ApiError {
         SearchError::NoPath { .. } => "no_route",
         SearchError::WorkLimit(_) => "search_limit",
     };
-    ApiError::new(StatusCode::NOT_FOUND, code, e.to_string())
+    let message = match e {
+        SearchError::NoPath { .. } | SearchError::WorkLimit(_) => {
+            format!("from {} to {}: {e}", p.src, p.dst)
+        }
+        _ => e.to_string(),
+    };
+    ApiError::new(StatusCode::NOT_FOUND, code, message)
 }
 
 async fn routes(
@@ -183,7 +189,7 @@ async fn routes(
     for p in &req.pairs {
         let paths = graph
             .find(&p.src, &p.dst, &opts, now)
-            .map_err(|e| search_error(&e))?;
+            .map_err(|e| search_error(p, &e))?;
         routes.push(PairRoutes {
             src: p.src,
             dst: p.dst,

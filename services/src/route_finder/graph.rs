@@ -99,12 +99,8 @@ pub enum SearchError {
     #[error("source and destination are the same node ({0})")]
     SameNode(PublicKey),
     /// No path within the hop range.
-    #[error("no route from {src} to {dst} with {min_hops} to {max_hops} hops")]
+    #[error("no route with {min_hops} to {max_hops} hops")]
     NoPath {
-        /// The source.
-        src: PublicKey,
-        /// The destination.
-        dst: PublicKey,
         /// The range asked for.
         min_hops: u16,
         /// The range asked for.
@@ -307,8 +303,6 @@ impl Graph {
             _ => return Err(SearchError::UnknownDestination(*dst)),
         };
         let no_path = || SearchError::NoPath {
-            src: *src,
-            dst: *dst,
             min_hops: opts.min_hops,
             max_hops: opts.max_hops,
         };
@@ -402,7 +396,7 @@ impl Search<'_> {
         while self.radius < radius {
             let level_start = self.queue.len();
             while let Some(&u) = self.queue.get(self.head) {
-                if self.dist[u as usize] >= self.radius + 1 {
+                if self.dist[u as usize] > self.radius {
                     break;
                 }
                 self.head += 1;
@@ -580,8 +574,6 @@ mod tests {
             vec![k[2], k[1], k[0]]
         );
         let no = SearchError::NoPath {
-            src: k[0],
-            dst: k[3],
             min_hops: 0,
             max_hops: 2,
         };
