@@ -42,7 +42,8 @@ async fn dual_mode_answers_the_same_over_http_and_dmsg() {
     )
     .await
     .unwrap();
-    net.wait_published(tpd_server.svc().dmsg_client().unwrap()).await;
+    net.wait_published(tpd_server.svc().dmsg_client().unwrap())
+        .await;
     let tpd_http = format!("http://{}", tpd_server.http_addr().unwrap());
     let tpd_dmsg = format!("dmsg://{}", tpd_server.dmsg_addr().unwrap());
     let (stop_tpd, tpd_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -57,7 +58,8 @@ async fn dual_mode_answers_the_same_over_http_and_dmsg() {
     let rf_server = RouteFinderServer::bind_with(dual(&net), rf.clone())
         .await
         .unwrap();
-    net.wait_published(rf_server.svc().dmsg_client().unwrap()).await;
+    net.wait_published(rf_server.svc().dmsg_client().unwrap())
+        .await;
     let rf_http = format!("http://{}", rf_server.http_addr().unwrap());
     let rf_dmsg = format!("dmsg://{}", rf_server.dmsg_addr().unwrap());
     let (stop_rf, rf_stopped) = tokio::sync::oneshot::channel::<()>();
