@@ -61,6 +61,7 @@
 pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
+pub mod node;
 pub mod svcmode;
 
 pub use skytower_layers as layers;
