@@ -62,7 +62,9 @@ pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
 pub mod node;
+pub mod ops;
 pub mod svcmode;
+pub mod up;
 
 pub use skytower_layers as layers;
 pub use skytower_transports as transports;
