@@ -10,6 +10,10 @@
 //!   tower HTTP service over HTTP, DMSG-HTTP or both, with `/health`, trace and request-id
 //!   layers and graceful shutdown.
 //!
+//! - [`node`]: the node daemon (a DMSG client with a control API on a Unix socket) and its typed
+//!   client; [`up`]: a whole local network from an explicit component list (`skytower up`);
+//!   [`ops`]: the operator commands (`skytower dmsg sessions|connect-all|curl|discovery`).
+//!
 //! The other services (transport/service discovery, address resolver, ...) arrive with their
 //! issues. The crate also re-exports the crates every service
 //! builds on.

@@ -343,26 +343,48 @@ async fn connect_all(State(st): State<Arc<ControlState>>) -> Response {
     axum::Json(rows(&client)).into_response()
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Response> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("header {name} is not text"),
-            )
-        }),
+/// A refused control request (small, so `Result`s stay small).
+struct Reject {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Reject {
+    fn bad_request(message: String) -> Self {
+        Reject {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message,
+        }
+    }
+
+    fn fetch(f: &FetchFailure) -> Self {
+        let status = match f {
+            FetchFailure::BadUrl { .. } => StatusCode::BAD_REQUEST,
+            FetchFailure::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        Reject {
+            status,
+            code: f.code(),
+            message: f.to_string(),
+        }
+    }
+
+    fn into_response(self) -> Response {
+        error(self.status, self.code, self.message)
     }
 }
 
-fn failure(f: &FetchFailure) -> Response {
-    let status = match f {
-        FetchFailure::BadUrl { .. } => StatusCode::BAD_REQUEST,
-        FetchFailure::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    error(status, f.code(), f.to_string())
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Reject> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| Reject::bad_request(format!("header {name} is not text"))),
+    }
 }
 
 async fn fetch_handler(
@@ -372,7 +394,7 @@ async fn fetch_handler(
 ) -> Response {
     let spec = match fetch_spec(&headers, body).await {
         Ok(spec) => spec,
-        Err(res) => return res,
+        Err(reject) => return reject.into_response(),
     };
     let Some(client) = st.client.upgrade() else {
         return shutting_down();
@@ -386,39 +408,27 @@ async fn fetch_handler(
             parts.headers.remove(api::ERROR_HEADER);
             Response::from_parts(parts, Body::new(body))
         }
-        Err(f) => failure(&f),
+        Err(f) => Reject::fetch(&f).into_response(),
     }
 }
 
-async fn fetch_spec(headers: &HeaderMap, body: Body) -> Result<FetchSpec, Response> {
-    let url = header(headers, api::URL_HEADER)?.ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("missing header {}", api::URL_HEADER),
-        )
-    })?;
-    let mut spec = FetchSpec::get(url).map_err(|f| failure(&f))?;
+async fn fetch_spec(headers: &HeaderMap, body: Body) -> Result<FetchSpec, Reject> {
+    let url = header(headers, api::URL_HEADER)?
+        .ok_or_else(|| Reject::bad_request(format!("missing header {}", api::URL_HEADER)))?;
+    let mut spec = FetchSpec::get(url).map_err(|f| Reject::fetch(&f))?;
     if let Some(m) = header(headers, api::METHOD_HEADER)? {
-        spec.method = Method::from_bytes(m.as_bytes()).map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("invalid method {m:?}"),
-            )
-        })?;
+        spec.method = Method::from_bytes(m.as_bytes())
+            .map_err(|_| Reject::bad_request(format!("invalid method {m:?}")))?;
     }
     if let Some(f) = header(headers, api::FALLBACK_HEADER)? {
-        spec.fallback = Some(fetch::parse_fallback(f).map_err(|f| failure(&f))?);
+        spec.fallback = Some(fetch::parse_fallback(f).map_err(|f| Reject::fetch(&f))?);
     }
     spec.body = axum::body::to_bytes(body, MAX_FETCH_BODY)
         .await
-        .map_err(|e| {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "bad_request",
-                format!("request body: {e}"),
-            )
+        .map_err(|e| Reject {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "bad_request",
+            message: format!("request body: {e}"),
         })?;
     Ok(spec)
 }
