@@ -448,6 +448,8 @@ async fn curl(args: CurlArgs) -> Result<(), OpError> {
     }
 
     let control = ControlClient::new(args.target.control_path());
+    // The ephemeral client (no node running) must outlive the streamed body: its sessions carry it.
+    let mut ephemeral: Option<Arc<Client>> = None;
     let fetched = match control.fetch(&spec).await {
         Ok(f) => {
             say(
@@ -466,12 +468,15 @@ async fn curl(args: CurlArgs) -> Result<(), OpError> {
                 publish: false,
                 ..ClientConfig::default()
             };
-            let client = Client::start(key, Arc::new(http_discovery(&url)?), config);
-            fetch::fetch(Arc::new(client), spec.clone()).await?
+            let client = Arc::new(Client::start(key, Arc::new(http_discovery(&url)?), config));
+            ephemeral = Some(client.clone());
+            fetch::fetch(client, spec.clone()).await?
         }
         Err(e) => return Err(e.into()),
     };
-    write_response(fetched, &args).await
+    let written = write_response(fetched, &args).await;
+    drop(ephemeral);
+    written
 }
 
 async fn write_response(fetched: Fetched, args: &CurlArgs) -> Result<(), OpError> {

@@ -67,7 +67,9 @@ async fn dmsg_service(net: &TestNetwork) -> (SvcServer, skytower_transports::dms
         client: test_client_config(),
         ..SvcConfig::default()
     };
-    let app = Router::new().route("/hello", get(|| async { "hello over dmsg" }));
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello over dmsg" }))
+        .route("/big", get(|| async { vec![7u8; 4 << 20] }));
     let server = SvcServer::start(config, "svc", app).await.unwrap();
     let addr = server.dmsg_addr().unwrap();
     (server, addr)
@@ -169,6 +171,13 @@ async fn fetch_through_the_node_and_its_refusals() {
         .unwrap()
         .to_bytes();
     assert_eq!(body, "hello over dmsg");
+
+    // A large body streams through the node (and its control connection) intact.
+    let spec = FetchSpec::get(&format!("dmsg://{addr}/big")).unwrap();
+    let fetched = control.fetch(&spec).await.unwrap();
+    let body = fetched.response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 4 << 20);
+    assert!(body.iter().all(|b| *b == 7));
 
     // Nothing listens on port 81: the destination's signed refusal.
     let spec = FetchSpec::get(&format!("dmsg://{}:81/", addr.pk)).unwrap();

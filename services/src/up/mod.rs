@@ -2,7 +2,7 @@
 //!
 //! The network is an explicit list of [`Component`]s ([`components`]), started in order, each
 //! as its own task with its own configuration: today dmsg-discovery (mode `dual`), two
-//! dmsg-servers and one [node](crate::node). Each component's key is generated into
+//! dmsg-servers and one [`node`](crate::node::Node). Each component's key is generated into
 //! `<dir>/keys/<name>.key` on the first run and reused afterwards (stable DMSG addresses); the
 //! dmsg-servers' TOML configs are written to `<dir>/<name>.toml` and reused too. `up` waits
 //! until every component's health probe says `ok` (a spinner on a terminal), prints the table
