@@ -175,7 +175,13 @@ async fn fetch_through_the_node_and_its_refusals() {
     // A large body streams through the node (and its control connection) intact.
     let spec = FetchSpec::get(&format!("dmsg://{addr}/big")).unwrap();
     let fetched = control.fetch(&spec).await.unwrap();
-    let body = fetched.response.into_body().collect().await.unwrap().to_bytes();
+    let body = fetched
+        .response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
     assert_eq!(body.len(), 4 << 20);
     assert!(body.iter().all(|b| *b == 7));
 
