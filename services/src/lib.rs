@@ -13,6 +13,9 @@
 //! - [`transport_discovery`]: the registry of transports signed by both edges, with TTLs
 //!   (`skytower transport-discovery`).
 //! - [`route_finder`]: shortest routes over the live transport graph (`skytower route-finder`).
+//! - [`node`]: the node daemon (a DMSG client with a control API on a Unix socket) and its typed
+//!   client; [`up`]: a whole local network from an explicit component list (`skytower up`);
+//!   [`ops`]: the operator commands (`skytower dmsg sessions|connect-all|curl|discovery`).
 //!
 //! The other services (service discovery, address resolver, ...) arrive with their
 //! issues. The crate also re-exports the crates every service
@@ -67,10 +70,13 @@ pub mod auth;
 pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
+pub mod node;
+pub mod ops;
 pub mod route_finder;
 pub mod svcmode;
 pub mod transport_discovery;
 pub mod ttl_store;
+pub mod up;
 
 pub use skytower_layers as layers;
 pub use skytower_transports as transports;
