@@ -58,6 +58,7 @@
 
 #![warn(missing_docs)]
 
+pub mod address_resolver;
 pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
