@@ -59,10 +59,13 @@
 #![warn(missing_docs)]
 
 pub mod address_resolver;
+pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
 pub mod svcmode;
+pub mod ttl_store;
 
 pub use skytower_layers as layers;
 pub use skytower_transports as transports;

@@ -528,7 +528,10 @@ impl FetchChain {
         *request.headers_mut() = req.headers.clone();
         let max = self.inner.max_body;
         let work = async move {
-            let res = client.request(request).await.map_err(|e| error_chain(&e))?;
+            let res = client
+                .request(request)
+                .await
+                .map_err(|e| crate::error_chain(&e))?;
             let (parts, body) = res.into_parts();
             let body = Limited::new(body, max)
                 .collect()
@@ -546,17 +549,6 @@ impl FetchChain {
             .await
             .map_err(|_| format!("timed out after {:?}", self.inner.attempt_timeout))?
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 impl Service<FetchRequest> for FetchChain {

@@ -53,3 +53,21 @@ mod io_delegate;
 pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// An error and its sources on one line, `outer: cause: root cause` (for error messages that
+/// must carry the whole story, such as a failed fetch attempt).
+///
+/// ```
+/// let io = std::io::Error::other("connection reset");
+/// assert_eq!(skytower_transports::error_chain(&io), "connection reset");
+/// ```
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

@@ -1,0 +1,235 @@
+//! [`MemoryTtlStore`]: the embedded store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Record, TtlStore, TtlStoreError, TtlStoreFuture};
+
+#[derive(Debug)]
+struct Entry {
+    value: Vec<u8>,
+    expires: Instant,
+    indexes: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    records: HashMap<String, Entry>,
+    index: HashMap<String, HashSet<String>>,
+}
+
+impl Inner {
+    fn unindex(&mut self, id: &str, indexes: &[String]) {
+        for name in indexes {
+            if let Some(set) = self.index.get_mut(name) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.index.remove(name);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.records.remove(id)?;
+        self.unindex(id, &entry.indexes);
+        Some(entry)
+    }
+
+    fn purge(&mut self, now: Instant) -> usize {
+        let expired: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, e)| e.expires <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.remove(id);
+        }
+        expired.len()
+    }
+}
+
+/// The embedded [`TtlStore`]: a map behind a mutex, at most `max_records` records (expired ones
+/// are purged to make room before a put is refused with [`TtlStoreError::Full`]).
+#[derive(Debug)]
+pub struct MemoryTtlStore {
+    max_records: usize,
+    inner: Mutex<Inner>,
+}
+
+impl MemoryTtlStore {
+    /// An empty store holding at most `max_records` records.
+    pub fn new(max_records: usize) -> Self {
+        MemoryTtlStore {
+            max_records,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // No operation leaves the maps inconsistent midway, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn put_now(
+        &self,
+        id: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        indexes: &[String],
+    ) -> Result<(), TtlStoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if let Some(old) = inner.remove(id) {
+            drop(old);
+        } else if inner.records.len() >= self.max_records
+            && inner.purge(now) == 0
+            && inner.records.len() >= self.max_records
+        {
+            return Err(TtlStoreError::Full(self.max_records));
+        }
+        let mut unique = indexes.to_vec();
+        unique.sort();
+        unique.dedup();
+        for name in &unique {
+            inner
+                .index
+                .entry(name.clone())
+                .or_default()
+                .insert(id.to_owned());
+        }
+        inner.records.insert(
+            id.to_owned(),
+            Entry {
+                value,
+                expires: now + ttl,
+                indexes: unique,
+            },
+        );
+        Ok(())
+    }
+
+    fn live<'a>(
+        inner: &'a Inner,
+        ids: impl Iterator<Item = &'a String> + 'a,
+        now: Instant,
+    ) -> Vec<Record> {
+        ids.filter_map(|id| {
+            let e = inner.records.get(id)?;
+            (e.expires > now).then(|| (id.clone(), e.value.clone()))
+        })
+        .collect()
+    }
+}
+
+impl TtlStore for MemoryTtlStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn put<'a>(
+        &'a self,
+        id: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+        indexes: &'a [String],
+    ) -> TtlStoreFuture<'a, ()> {
+        let result = self.put_now(id, value, ttl, indexes);
+        Box::pin(async move { result })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> TtlStoreFuture<'a, Option<Vec<u8>>> {
+        let now = Instant::now();
+        let value = self
+            .lock()
+            .records
+            .get(id)
+            .filter(|e| e.expires > now)
+            .map(|e| e.value.clone());
+        Box::pin(async move { Ok(value) })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> TtlStoreFuture<'a, bool> {
+        let now = Instant::now();
+        let removed = self.lock().remove(id).is_some_and(|e| e.expires > now);
+        Box::pin(async move { Ok(removed) })
+    }
+
+    fn by_index<'a>(&'a self, index: &'a str) -> TtlStoreFuture<'a, Vec<Record>> {
+        let now = Instant::now();
+        let inner = self.lock();
+        let records = match inner.index.get(index) {
+            Some(ids) => Self::live(&inner, ids.iter(), now),
+            None => Vec::new(),
+        };
+        drop(inner);
+        Box::pin(async move { Ok(records) })
+    }
+
+    fn all(&self) -> TtlStoreFuture<'_, Vec<Record>> {
+        let now = Instant::now();
+        let inner = self.lock();
+        let records = Self::live(&inner, inner.records.keys(), now);
+        drop(inner);
+        Box::pin(async move { Ok(records) })
+    }
+
+    fn purge_expired(&self) -> TtlStoreFuture<'_, usize> {
+        let removed = self.lock().purge(Instant::now());
+        Box::pin(async move { Ok(removed) })
+    }
+
+    fn len(&self) -> TtlStoreFuture<'_, usize> {
+        let now = Instant::now();
+        let n = self
+            .lock()
+            .records
+            .values()
+            .filter(|e| e.expires > now)
+            .count();
+        Box::pin(async move { Ok(n) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ttl_store::suite;
+
+    #[tokio::test(start_paused = true)]
+    async fn crud() {
+        suite::crud(&MemoryTtlStore::new(100)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_with_paused_time() {
+        suite::expiry(
+            &MemoryTtlStore::new(100),
+            Duration::from_secs(300),
+            tokio::time::advance,
+        )
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_store_refuses_new_records_until_some_expire() {
+        let store = MemoryTtlStore::new(2);
+        let ttl = Duration::from_secs(10);
+        store.put("a", vec![], ttl, &[]).await.unwrap();
+        store.put("b", vec![], ttl * 2, &[]).await.unwrap();
+        assert_eq!(
+            store.put("c", vec![], ttl, &[]).await,
+            Err(TtlStoreError::Full(2))
+        );
+        // Updating an existing record is always allowed.
+        store.put("a", b"new".to_vec(), ttl, &[]).await.unwrap();
+        tokio::time::advance(ttl).await;
+        // `a` expired: its room is reclaimed for `c`.
+        store.put("c", vec![], ttl, &[]).await.unwrap();
+        assert_eq!(store.len().await.unwrap(), 2);
+    }
+}

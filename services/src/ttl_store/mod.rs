@@ -1,0 +1,371 @@
+//! A generic store of records that expire: what the deployment services (transport discovery,
+//! service discovery, address resolver, uptime tracker) keep their entries in.
+//!
+//! A record is an id, a value (bytes, usually JSON), a TTL and a set of **index names** it can be
+//! listed by (e.g. `edge:<pk>` for a transport, `type:vpn` for a service). [`TtlStore::put`] is
+//! an upsert that renews the TTL and replaces the record's indexes; an expired record is never
+//! returned, whatever the implementation; [`TtlStore::purge_expired`] frees what is left of
+//! expired records (the services call it periodically).
+//!
+//! - [`MemoryTtlStore`]: embedded, the default. Bounded ([`TtlStoreError::Full`] beyond
+//!   `max_records`), on `tokio::time::Instant`, so tests drive expiry with paused time.
+//! - [`RedisTtlStore`]: Redis with native expiry (`PEXPIRE`), shared by several instances; Lua
+//!   scripts keep a record and its indexes consistent.
+//!
+//! [`Records`] is a typed view (JSON) over either.
+//!
+//! # Example
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use skytower_services::ttl_store::{MemoryTtlStore, Records};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+//! struct Service { kind: String, port: u16 }
+//!
+//! let records: Records<Service> = Records::new(Arc::new(MemoryTtlStore::new(1000)));
+//! let vpn = Service { kind: "vpn".into(), port: 44 };
+//! records.put("a:44", &vpn, Duration::from_secs(300), &["type:vpn".to_owned()]).await?;
+//! assert_eq!(records.by_index("type:vpn").await?, vec![("a:44".to_owned(), vpn)]);
+//!
+//! tokio::time::advance(Duration::from_secs(301)).await;
+//! assert!(records.get("a:44").await?.is_none()); // expired
+//! # Ok::<(), skytower_services::ttl_store::TtlStoreError>(())
+//! # }).unwrap();
+//! ```
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::ApiError;
+pub use crate::dmsg_discovery::StoreSpec;
+pub use crate::dmsg_discovery::store::RedisConfig;
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryTtlStore;
+pub use redis::RedisTtlStore;
+
+/// The future of a store operation.
+pub type TtlStoreFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, TtlStoreError>> + Send + 'a>>;
+
+/// Why a store operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TtlStoreError {
+    /// The embedded store holds its maximum number of live records.
+    #[error("store full: {0} records")]
+    Full(usize),
+    /// The backend (Redis) cannot be reached or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend returned something this code did not write.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+}
+
+impl From<TtlStoreError> for ApiError {
+    fn from(e: TtlStoreError) -> Self {
+        match e {
+            TtlStoreError::Full(_) => ApiError {
+                retry_after: Some(Duration::from_secs(10)),
+                ..ApiError::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "store_full",
+                    e.to_string(),
+                )
+            },
+            TtlStoreError::Unavailable(_) => ApiError::unavailable(e.to_string()),
+            TtlStoreError::Corrupt(_) => ApiError::internal(e),
+        }
+    }
+}
+
+/// A record as listed: its id and value.
+pub type Record = (String, Vec<u8>);
+
+/// A store of expiring records (see the module docs).
+#[allow(clippy::len_without_is_empty)] // `len` is async and counts only live records
+pub trait TtlStore: Send + Sync + std::fmt::Debug {
+    /// `"memory"` or `"redis"`.
+    fn kind(&self) -> &'static str;
+
+    /// Inserts or replaces the record `id`: its value, a new TTL from now, and its indexes
+    /// (the old ones are dropped).
+    fn put<'a>(
+        &'a self,
+        id: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+        indexes: &'a [String],
+    ) -> TtlStoreFuture<'a, ()>;
+
+    /// The live record `id`.
+    fn get<'a>(&'a self, id: &'a str) -> TtlStoreFuture<'a, Option<Vec<u8>>>;
+
+    /// Removes `id`; whether a live record was removed.
+    fn delete<'a>(&'a self, id: &'a str) -> TtlStoreFuture<'a, bool>;
+
+    /// The live records carrying `index`, in no particular order.
+    fn by_index<'a>(&'a self, index: &'a str) -> TtlStoreFuture<'a, Vec<Record>>;
+
+    /// Every live record, in no particular order.
+    fn all(&self) -> TtlStoreFuture<'_, Vec<Record>>;
+
+    /// Frees expired records and index entries; how many records were removed.
+    fn purge_expired(&self) -> TtlStoreFuture<'_, usize>;
+
+    /// The number of live records.
+    fn len(&self) -> TtlStoreFuture<'_, usize>;
+}
+
+/// Opens the store named by `spec`: a [`MemoryTtlStore`] of at most `max_records`, or a
+/// [`RedisTtlStore`] whose keys start with `namespace` (e.g. `transport-discovery:`; the
+/// `RedisConfig`'s own prefix is replaced).
+pub async fn open(
+    spec: &StoreSpec,
+    namespace: &str,
+    max_records: usize,
+) -> Result<Arc<dyn TtlStore>, TtlStoreError> {
+    Ok(match spec {
+        StoreSpec::Memory => Arc::new(MemoryTtlStore::new(max_records)),
+        StoreSpec::Redis(config) => {
+            let mut config = config.clone();
+            config.prefix = namespace.to_owned();
+            Arc::new(RedisTtlStore::connect(&config).await?)
+        }
+    })
+}
+
+/// Purges `store` every `every` until `cancel` fires (spawn it; log-only on errors).
+pub async fn purge_periodically(
+    store: Arc<dyn TtlStore>,
+    every: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "purged expired records"),
+            Err(e) => tracing::warn!(error = %e, "purging expired records failed"),
+        }
+    }
+}
+
+/// A typed (JSON) view of a [`TtlStore`].
+pub struct Records<T> {
+    store: Arc<dyn TtlStore>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Records<T> {
+    fn clone(&self) -> Self {
+        Records {
+            store: self.store.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Records<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Records<T> {
+    /// A view over `store`.
+    pub fn new(store: Arc<dyn TtlStore>) -> Self {
+        Records {
+            store,
+            _type: PhantomData,
+        }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn TtlStore> {
+        &self.store
+    }
+
+    /// [`TtlStore::put`] of `value` as JSON.
+    pub async fn put(
+        &self,
+        id: &str,
+        value: &T,
+        ttl: Duration,
+        indexes: &[String],
+    ) -> Result<(), TtlStoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| TtlStoreError::Corrupt(e.to_string()))?;
+        self.store.put(id, bytes, ttl, indexes).await
+    }
+
+    /// [`TtlStore::get`], decoded.
+    pub async fn get(&self, id: &str) -> Result<Option<T>, TtlStoreError> {
+        match self.store.get(id).await? {
+            Some(bytes) => decode(id, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`TtlStore::delete`].
+    pub async fn delete(&self, id: &str) -> Result<bool, TtlStoreError> {
+        self.store.delete(id).await
+    }
+
+    /// [`TtlStore::by_index`], decoded.
+    pub async fn by_index(&self, index: &str) -> Result<Vec<(String, T)>, TtlStoreError> {
+        decode_all(self.store.by_index(index).await?)
+    }
+
+    /// [`TtlStore::all`], decoded.
+    pub async fn all(&self) -> Result<Vec<(String, T)>, TtlStoreError> {
+        decode_all(self.store.all().await?)
+    }
+}
+
+fn decode<T: DeserializeOwned>(id: &str, bytes: &[u8]) -> Result<T, TtlStoreError> {
+    serde_json::from_slice(bytes).map_err(|e| TtlStoreError::Corrupt(format!("record {id}: {e}")))
+}
+
+fn decode_all<T: DeserializeOwned>(
+    records: Vec<Record>,
+) -> Result<Vec<(String, T)>, TtlStoreError> {
+    records
+        .into_iter()
+        .map(|(id, bytes)| decode(&id, &bytes).map(|v| (id, v)))
+        .collect()
+}
+
+/// The behaviour every [`TtlStore`] must have; run against both implementations by their tests
+/// (and usable by other implementations' tests). `advance` moves the store's clock by at least
+/// the given duration (paused tokio time for memory, a real sleep for Redis with short TTLs).
+#[doc(hidden)]
+pub mod suite {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use super::TtlStore;
+
+    fn ix(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn sorted(mut v: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+        v.sort();
+        v
+    }
+
+    /// Upsert, get, indexes replaced on update, delete.
+    pub async fn crud(store: &dyn TtlStore) {
+        let ttl = Duration::from_secs(60);
+        store
+            .put("a", b"1".to_vec(), ttl, &ix(&["x", "y"]))
+            .await
+            .unwrap();
+        store
+            .put("b", b"2".to_vec(), ttl, &ix(&["y"]))
+            .await
+            .unwrap();
+        assert_eq!(store.get("a").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get("nope").await.unwrap(), None);
+        assert_eq!(store.len().await.unwrap(), 2);
+        assert_eq!(
+            sorted(store.by_index("y").await.unwrap()),
+            vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())]
+        );
+        // Update: new value, `x` replaced by `z`.
+        store
+            .put("a", b"3".to_vec(), ttl, &ix(&["z"]))
+            .await
+            .unwrap();
+        assert_eq!(store.get("a").await.unwrap(), Some(b"3".to_vec()));
+        assert!(store.by_index("x").await.unwrap().is_empty());
+        assert_eq!(
+            store.by_index("z").await.unwrap(),
+            vec![("a".into(), b"3".to_vec())]
+        );
+        assert_eq!(
+            store.by_index("y").await.unwrap(),
+            vec![("b".into(), b"2".to_vec())]
+        );
+        assert_eq!(store.len().await.unwrap(), 2);
+        // Delete.
+        assert!(store.delete("a").await.unwrap());
+        assert!(!store.delete("a").await.unwrap());
+        assert_eq!(store.get("a").await.unwrap(), None);
+        assert!(store.by_index("z").await.unwrap().is_empty());
+        assert_eq!(
+            store.all().await.unwrap(),
+            vec![("b".into(), b"2".to_vec())]
+        );
+    }
+
+    /// Records expire after their TTL (never returned, then purged); a put renews the TTL.
+    pub async fn expiry<F, Fut>(store: &dyn TtlStore, ttl: Duration, advance: F)
+    where
+        F: Fn(Duration) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        store
+            .put("short", b"s".to_vec(), ttl, &ix(&["k"]))
+            .await
+            .unwrap();
+        store
+            .put("renewed", b"r".to_vec(), ttl, &ix(&["k"]))
+            .await
+            .unwrap();
+        store
+            .put("long", b"l".to_vec(), ttl * 100, &ix(&["k"]))
+            .await
+            .unwrap();
+        advance(ttl / 2).await;
+        store
+            .put("renewed", b"r".to_vec(), ttl, &ix(&["k"]))
+            .await
+            .unwrap();
+        advance(ttl / 2 + ttl / 4).await;
+        // `short` is past its TTL, `renewed` is not.
+        assert_eq!(store.get("short").await.unwrap(), None);
+        assert_eq!(store.get("renewed").await.unwrap(), Some(b"r".to_vec()));
+        let live: Vec<String> = sorted(store.by_index("k").await.unwrap())
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(live, ["long", "renewed"]);
+        assert_eq!(store.len().await.unwrap(), 2);
+        advance(ttl / 2).await;
+        assert_eq!(store.get("renewed").await.unwrap(), None);
+        let all: Vec<String> = store
+            .all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(all, ["long"]);
+        assert!(
+            !store.delete("short").await.unwrap(),
+            "an expired record is not live"
+        );
+        store.purge_expired().await.unwrap();
+        assert_eq!(store.len().await.unwrap(), 1);
+        assert_eq!(store.by_index("k").await.unwrap().len(), 1);
+    }
+}

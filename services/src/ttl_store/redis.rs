@@ -1,0 +1,266 @@
+//! [`RedisTtlStore`]: records in Redis with native expiry.
+//!
+//! Layout (namespace `N`, e.g. `transport-discovery:`):
+//!
+//! | key | type | content | TTL |
+//! |---|---|---|---|
+//! | `Nr:<id>` | hash | `v`: the value, `ix`: the record's index names (JSON list) | the record's (`PEXPIRE`) |
+//! | `Nall` | sorted set | ids scored by expiry (Redis clock, ms) | — |
+//! | `Ni:<index>` | sorted set | ids scored by expiry | — |
+//! | `Nindexes` | set | the index names in use | — |
+//!
+//! Every operation is one Lua script, reading the Redis server's clock (`TIME`), so a record and
+//! its index entries change together and expiry is judged by one clock however many instances
+//! share the Redis. Listing skips members whose score (expiry) has passed; purging removes them
+//! (`ZREMRANGEBYSCORE`) from `Nall` and every index, and forgets empty indexes.
+
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Record, RedisConfig, TtlStore, TtlStoreError, TtlStoreFuture};
+
+const NOW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"#;
+
+const PUT: &str = r#"
+-- ARGV: ns, id, value, ttl_ms, indexes (JSON list)
+local ns, id = ARGV[1], ARGV[2]
+local rkey = ns .. 'r:' .. id
+local old = redis.call('HGET', rkey, 'ix')
+if old then
+  for _, name in ipairs(cjson.decode(old)) do redis.call('ZREM', ns .. 'i:' .. name, id) end
+end
+local exp = now + tonumber(ARGV[4])
+redis.call('DEL', rkey)
+redis.call('HSET', rkey, 'v', ARGV[3], 'ix', ARGV[5])
+redis.call('PEXPIRE', rkey, ARGV[4])
+redis.call('ZADD', ns .. 'all', exp, id)
+for _, name in ipairs(cjson.decode(ARGV[5])) do
+  redis.call('ZADD', ns .. 'i:' .. name, exp, id)
+  redis.call('SADD', ns .. 'indexes', name)
+end
+return 1
+"#;
+
+const DELETE: &str = r#"
+-- ARGV: ns, id
+local ns, id = ARGV[1], ARGV[2]
+local rkey = ns .. 'r:' .. id
+local old = redis.call('HGET', rkey, 'ix')
+local score = redis.call('ZSCORE', ns .. 'all', id)
+redis.call('ZREM', ns .. 'all', id)
+if not old then return 0 end
+for _, name in ipairs(cjson.decode(old)) do redis.call('ZREM', ns .. 'i:' .. name, id) end
+redis.call('DEL', rkey)
+if score and tonumber(score) > now then return 1 end
+return 0
+"#;
+
+const LIST: &str = r#"
+-- ARGV: ns, set key suffix ('all' or 'i:<index>'); returns id, value, id, value, ...
+local ns = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', ns .. ARGV[2], '(' .. now, '+inf')
+local out = {}
+for _, id in ipairs(ids) do
+  local v = redis.call('HGET', ns .. 'r:' .. id, 'v')
+  if v then
+    out[#out + 1] = id
+    out[#out + 1] = v
+  end
+end
+return out
+"#;
+
+const GET: &str = r#"
+-- ARGV: ns, id
+local score = redis.call('ZSCORE', ARGV[1] .. 'all', ARGV[2])
+if not score or tonumber(score) <= now then return false end
+return redis.call('HGET', ARGV[1] .. 'r:' .. ARGV[2], 'v')
+"#;
+
+const LEN: &str = r#"
+return redis.call('ZCOUNT', ARGV[1] .. 'all', '(' .. now, '+inf')
+"#;
+
+const PURGE: &str = r#"
+-- ARGV: ns; removes expired ids from `all` and every index (their hashes expire natively)
+local ns = ARGV[1]
+local removed = redis.call('ZREMRANGEBYSCORE', ns .. 'all', '-inf', now)
+for _, name in ipairs(redis.call('SMEMBERS', ns .. 'indexes')) do
+  local key = ns .. 'i:' .. name
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) == 0 then redis.call('SREM', ns .. 'indexes', name) end
+end
+return removed
+"#;
+
+/// The Redis [`TtlStore`] (layout in the module docs). The connection is a
+/// [`ConnectionManager`]: it reconnects by itself; while Redis is down every operation fails fast
+/// with [`TtlStoreError::Unavailable`].
+#[derive(Clone)]
+pub struct RedisTtlStore {
+    conn: ConnectionManager,
+    namespace: String,
+    put: Script,
+    delete: Script,
+    list: Script,
+    get: Script,
+    len: Script,
+    purge: Script,
+}
+
+impl std::fmt::Debug for RedisTtlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTtlStore")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> TtlStoreError {
+    TtlStoreError::Unavailable(e.to_string())
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{NOW}{body}"))
+}
+
+impl RedisTtlStore {
+    /// Connects (failing if Redis cannot be reached now; later outages are survived). Keys start
+    /// with `config.prefix`.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, TtlStoreError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| TtlStoreError::Unavailable(format!("bad redis url: {e}")))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.connection_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(unavailable)?;
+        Ok(RedisTtlStore {
+            conn,
+            namespace: config.prefix.clone(),
+            put: script(PUT),
+            delete: script(DELETE),
+            list: script(LIST),
+            get: script(GET),
+            len: script(LEN),
+            purge: script(PURGE),
+        })
+    }
+
+    async fn list(&self, set: String) -> Result<Vec<Record>, TtlStoreError> {
+        let flat: Vec<Vec<u8>> = self
+            .list
+            .arg(&self.namespace)
+            .arg(set)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(id), Some(value)) = (it.next(), it.next()) {
+            let id = String::from_utf8(id)
+                .map_err(|_| TtlStoreError::Corrupt("record id is not UTF-8".into()))?;
+            out.push((id, value));
+        }
+        Ok(out)
+    }
+}
+
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl TtlStore for RedisTtlStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn put<'a>(
+        &'a self,
+        id: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+        indexes: &'a [String],
+    ) -> TtlStoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut unique = indexes.to_vec();
+            unique.sort();
+            unique.dedup();
+            let indexes = serde_json::to_string(&unique)
+                .map_err(|e| TtlStoreError::Corrupt(e.to_string()))?;
+            let _: i64 = self
+                .put
+                .arg(&self.namespace)
+                .arg(id)
+                .arg(value)
+                .arg(millis(ttl))
+                .arg(indexes)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> TtlStoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            self.get
+                .arg(&self.namespace)
+                .arg(id)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> TtlStoreFuture<'a, bool> {
+        Box::pin(async move {
+            let n: i64 = self
+                .delete
+                .arg(&self.namespace)
+                .arg(id)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn by_index<'a>(&'a self, index: &'a str) -> TtlStoreFuture<'a, Vec<Record>> {
+        Box::pin(self.list(format!("i:{index}")))
+    }
+
+    fn all(&self) -> TtlStoreFuture<'_, Vec<Record>> {
+        Box::pin(self.list("all".to_owned()))
+    }
+
+    fn purge_expired(&self) -> TtlStoreFuture<'_, usize> {
+        Box::pin(async move {
+            let n: usize = self
+                .purge
+                .arg(&self.namespace)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            Ok(n)
+        })
+    }
+
+    fn len(&self) -> TtlStoreFuture<'_, usize> {
+        Box::pin(async move {
+            self.len
+                .arg(&self.namespace)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)
+        })
+    }
+}
