@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use skytower_services::address_resolver::store_shim::{
-    MemoryTtlStore, StoreError, StoreFuture, TtlStore,
-};
 use skytower_services::address_resolver::wire::{Answer, Cookie, Datagram, ErrorCode, SessionId};
 use skytower_services::address_resolver::{
     Bindings, SudphClient, SudphConfig, SudphEvent, Transport, UdpConfig, UdpServer,
+};
+use skytower_services::ttl_store::{
+    MemoryTtlStore, Record, TtlStore, TtlStoreError as StoreError, TtlStoreFuture as StoreFuture,
 };
 use skytower_transports::identity::SecretKey;
 use tokio::net::UdpSocket;
@@ -243,7 +243,8 @@ async fn bad_answers_get_the_specific_error() {
     let cookie = raw.challenge(&key).await;
     let good = Datagram::Answer(Answer::sign(&key, cookie, 1, vec![]).unwrap());
     raw.send(&good).await;
-    assert!(matches!(raw.recv().await, Datagram::Bound { .. }));
+    let reply = raw.recv().await;
+    assert!(matches!(reply, Datagram::Bound { .. }), "{reply:?}");
     raw.send(&good).await;
     assert_eq!(raw.recv().await, error(ErrorCode::BadCookie));
     // Not valid key bytes at all.
@@ -306,12 +307,19 @@ async fn loopback_addresses_are_refused_by_default() {
 }
 
 /// A store whose writes wait for a permit (a slow or stuck Redis).
+#[derive(Debug)]
 struct GatedStore {
     inner: MemoryTtlStore,
     gate: Arc<Semaphore>,
 }
 
 impl TtlStore for GatedStore {
+    fn kind(&self) -> &'static str {
+        "gated"
+    }
+    fn all(&self) -> StoreFuture<'_, Vec<Record>> {
+        self.inner.all()
+    }
     fn put<'a>(
         &'a self,
         id: &'a str,
@@ -335,7 +343,7 @@ impl TtlStore for GatedStore {
     fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         self.inner.delete(id)
     }
-    fn by_index<'a>(&'a self, index: &'a str) -> StoreFuture<'a, Vec<(String, Vec<u8>)>> {
+    fn by_index<'a>(&'a self, index: &'a str) -> StoreFuture<'a, Vec<Record>> {
         self.inner.by_index(index)
     }
     fn purge_expired(&self) -> StoreFuture<'_, usize> {

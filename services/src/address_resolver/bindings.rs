@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use skytower_transports::identity::PublicKey;
 
-use super::store_shim::{StoreError, TtlStore};
 use super::wire::SessionId;
+use crate::ttl_store::{TtlStore, TtlStoreError as StoreError};
 
 /// The transports a node can bind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,8 +116,7 @@ fn id(transport: Transport, pk: &[u8; 32]) -> String {
 }
 
 fn decode(bytes: &[u8]) -> Result<Binding, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Unavailable(format!("corrupt binding record: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("binding record: {e}")))
 }
 
 impl Bindings {
@@ -148,7 +147,7 @@ impl Bindings {
     /// The store's.
     pub async fn put(&self, binding: &Binding) -> Result<(), StoreError> {
         let value = serde_json::to_vec(binding)
-            .map_err(|e| StoreError::Unavailable(format!("encoding a binding: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("encoding a binding: {e}")))?;
         let index = match binding.transport {
             Transport::Stcpr => &self.stcpr_index,
             Transport::Sudph => &self.sudph_index,

@@ -1,13 +1,16 @@
 //! Stateless challenge cookies: the resolver answers a `Hello` without remembering anything,
 //! and recognises its own challenge when the answer comes back from the same address.
 //!
-//! `cookie = t ‖ MAC_k(t ‖ pk ‖ ip ‖ port)[..16]`, where `t` is the issue time in milliseconds
-//! since the jar was made (tokio time, so paused-time tests work), `k` a random 32-byte key
-//! made at start-up, and the MAC keyed BLAKE2s. A cookie is valid for `lifetime` after `t`,
+//! `cookie = stamp ‖ MAC_k(stamp ‖ pk ‖ ip ‖ port)` (8 + 16 bytes), where `stamp` is
+//! `ms << 16 | seq`: `ms` the issue time in milliseconds since the jar was made (tokio time, so
+//! paused-time tests work) and `seq` a wrapping 16-bit counter, so two cookies for the same key
+//! and address never repeat, even within one millisecond; `k` is a random 32-byte key made at
+//! start-up and the MAC keyed BLAKE2s truncated to 16 bytes. A cookie is valid for `lifetime` after `t`,
 //! only for the key and the source address it was issued to; so only a peer that receives at
 //! its source address (not a spoofer) and answers in time gets into the handshake queue.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use blake2::Blake2sMac;
@@ -35,6 +38,7 @@ pub struct CookieJar {
     key: [u8; 32],
     epoch: Instant,
     lifetime: Duration,
+    seq: AtomicU64,
 }
 
 impl std::fmt::Debug for CookieJar {
@@ -58,6 +62,7 @@ impl CookieJar {
             key,
             epoch: Instant::now(),
             lifetime,
+            seq: AtomicU64::new(0),
         })
     }
 
@@ -66,11 +71,11 @@ impl CookieJar {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn mac(&self, t: u64, pk: &[u8; 32], from: SocketAddr) -> CookieMac {
+    fn mac(&self, stamp: u64, pk: &[u8; 32], from: SocketAddr) -> CookieMac {
         // A 32-byte key is always accepted by BLAKE2s.
         let mut mac = <CookieMac as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("BLAKE2s takes 32-byte keys"));
-        mac.update(&t.to_be_bytes());
+        mac.update(&stamp.to_be_bytes());
         mac.update(pk);
         let ip = match from.ip() {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
@@ -83,10 +88,11 @@ impl CookieJar {
 
     /// A cookie for `pk` at `from`, issued now.
     pub fn mint(&self, pk: &[u8; 32], from: SocketAddr) -> Cookie {
-        let t = self.now_ms();
-        let tag = self.mac(t, pk, from).finalize().into_bytes();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) & 0xffff;
+        let stamp = (self.now_ms() << 16) | seq;
+        let tag = self.mac(stamp, pk, from).finalize().into_bytes();
         let mut out = [0u8; COOKIE_LEN];
-        out[..8].copy_from_slice(&t.to_be_bytes());
+        out[..8].copy_from_slice(&stamp.to_be_bytes());
         out[8..].copy_from_slice(&tag);
         Cookie(out)
     }
@@ -103,12 +109,13 @@ impl CookieJar {
         pk: &[u8; 32],
         from: SocketAddr,
     ) -> Result<u64, CookieError> {
-        let mut t = [0u8; 8];
-        t.copy_from_slice(&cookie.0[..8]);
-        let t = u64::from_be_bytes(t);
-        self.mac(t, pk, from)
+        let mut stamp = [0u8; 8];
+        stamp.copy_from_slice(&cookie.0[..8]);
+        let stamp = u64::from_be_bytes(stamp);
+        self.mac(stamp, pk, from)
             .verify_slice(&cookie.0[8..])
             .map_err(|_| CookieError::Invalid)?;
+        let t = stamp >> 16;
         let now = self.now_ms();
         let lifetime = u64::try_from(self.lifetime.as_millis()).unwrap_or(u64::MAX);
         if t > now || now - t > lifetime {
@@ -150,6 +157,8 @@ mod tests {
         );
         let other = CookieJar::new(Duration::from_secs(10)).unwrap();
         assert_eq!(other.check(&c, &PK, from), Err(CookieError::Invalid));
+        // Cookies never repeat, even within one millisecond.
+        assert_ne!(jar.mint(&PK, from), jar.mint(&PK, from));
         // A forged timestamp breaks the MAC.
         let mut forged = c;
         forged.0[7] ^= 1;

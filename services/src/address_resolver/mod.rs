@@ -2,7 +2,6 @@
 
 pub mod bindings;
 pub mod cookie;
-pub mod store_shim;
 pub mod sudph;
 pub mod udp;
 pub mod wire;

@@ -37,7 +37,7 @@ pub const MAGIC: [u8; 2] = *b"AR";
 pub const VERSION: u8 = 1;
 /// Header length: magic, version, kind.
 pub const HEADER_LEN: usize = 4;
-/// Length of a challenge cookie: issue time (8) ‖ MAC (16).
+/// Length of a challenge cookie: stamp (issue ms ‖ sequence, 8) ‖ MAC (16).
 pub const COOKIE_LEN: usize = 24;
 /// Length of a session id.
 pub const SESSION_LEN: usize = 16;
