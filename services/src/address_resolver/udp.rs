@@ -91,10 +91,14 @@ pub struct UdpStats {
     pub handshakes_ok: AtomicU64,
     /// Handshakes that failed (bad signature, replayed cookie, refused address, store error).
     pub handshakes_failed: AtomicU64,
-    /// Handshakes running in the queue's inner service right now.
+    /// Handshakes running in the queue's inner service right now (doing their work, not just
+    /// holding a slot).
     pub running: AtomicU64,
     /// The highest `running` seen.
     pub peak_running: AtomicU64,
+    /// The highest number of handshake queue slots in use seen (sampled at every admission
+    /// and every start, the only moments it grows).
+    pub peak_in_flight: AtomicU64,
     /// Heartbeats that refreshed a binding.
     pub heartbeats: AtomicU64,
     /// Heartbeats for no binding (wrong session or address).
@@ -130,8 +134,10 @@ pub struct UdpSnapshot {
     pub in_flight: u64,
     /// Handshakes waiting in the queue.
     pub queued: u64,
-    /// Peak of handshakes running at once.
+    /// Peak of queue slots in use (handshakes in flight) at once; never above the limit.
     pub peak_in_flight: u64,
+    /// Peak of handshakes doing their work at once (at most the runtime's threads).
+    pub peak_running: u64,
     /// Handshakes refused because the queue was full.
     pub refused: u64,
     /// Handshakes that hit the time limit.
@@ -160,11 +166,18 @@ fn inc(c: &AtomicU64) {
 struct Running(Arc<UdpStats>);
 
 impl Running {
-    fn start(stats: &Arc<UdpStats>) -> Self {
+    fn start(stats: &Arc<UdpStats>, queue: &HandshakeQueueHandle) -> Self {
         let now = stats.running.fetch_add(1, Ordering::Relaxed) + 1;
         stats.peak_running.fetch_max(now, Ordering::Relaxed);
+        sample_in_flight(stats, queue);
         Running(Arc::clone(stats))
     }
+}
+
+fn sample_in_flight(stats: &UdpStats, queue: &HandshakeQueueHandle) {
+    stats
+        .peak_in_flight
+        .fetch_max(queue.in_flight() as u64, Ordering::Relaxed);
 }
 
 impl Drop for Running {
@@ -223,6 +236,7 @@ struct Shared {
     jar: CookieJar,
     replay: ReplayGuard,
     stats: Arc<UdpStats>,
+    queue: HandshakeQueueHandle,
     config: UdpConfig,
     ttl_secs: u32,
 }
@@ -249,7 +263,7 @@ struct Job {
 
 /// The work of one handshake, run inside the queue.
 async fn handshake(shared: Arc<Shared>, job: Job) -> Result<Datagram, ErrorCode> {
-    let _running = Running::start(&shared.stats);
+    let _running = Running::start(&shared.stats, &shared.queue);
     let Job {
         answer,
         from,
@@ -339,6 +353,7 @@ impl UdpServer {
             jar,
             replay: ReplayGuard::new(config.handshake_timeout, config.replay_capacity),
             stats: Arc::clone(&stats),
+            queue: queue.clone(),
             ttl_secs,
             config: config.clone(),
         });
@@ -433,7 +448,8 @@ fn snapshot(stats: &UdpStats, queue: &HandshakeQueueHandle) -> UdpSnapshot {
         handshakes_failed: r(&stats.handshakes_failed),
         in_flight: queue.in_flight() as u64,
         queued: queue.queued() as u64,
-        peak_in_flight: r(&stats.peak_running),
+        peak_in_flight: r(&stats.peak_in_flight),
+        peak_running: r(&stats.peak_running),
         refused: queue.refused_total(),
         timed_out: queue.timed_out_total(),
         heartbeats: r(&stats.heartbeats),
@@ -548,6 +564,7 @@ async fn receive_loop(shared: Arc<Shared>, layer: HandshakeQueueLayer, stop: Can
                         continue;
                     }
                 };
+                sample_in_flight(&shared.stats, &handle);
                 let shared = Arc::clone(&shared);
                 handshakes.spawn(async move {
                     let reply = match fut.await {
