@@ -51,6 +51,8 @@ enum Command {
     DmsgServer(Box<DmsgServerArgs>),
     /// Run the DMSG discovery service (`docs/api/dmsg-discovery.md`).
     DmsgDiscovery(Box<skytower::services::dmsg_discovery::Args>),
+    /// Run the address resolver (`docs/api/address-resolver.md`): HTTP and UDP on one port.
+    AddressResolver(Box<skytower::services::address_resolver::Args>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -105,6 +107,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             runtime.block_on(dmsg_server::execute(*args))?;
         }
         Command::DmsgDiscovery(args) => skytower::services::dmsg_discovery::run_cli(*args)?,
+        Command::AddressResolver(args) => skytower::services::address_resolver::run_cli(*args)?,
     }
     Ok(())
 }

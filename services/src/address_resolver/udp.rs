@@ -400,8 +400,43 @@ impl UdpServer {
         }
     }
 
+    /// A handle sending punch notices through this server's socket (for the HTTP side).
+    pub fn puncher(&self) -> Puncher {
+        Puncher {
+            socket: Arc::clone(&self.socket),
+            stats: Arc::clone(&self.stats),
+            allow_loopback: self.allow_loopback,
+        }
+    }
+
+    /// See [`Puncher::punch`].
+    pub fn punch(&self, target: &Binding, caller: &Binding) -> bool {
+        self.puncher().punch(target, caller)
+    }
+
+    /// Stops the receive loop and every handshake and store operation it started, and waits
+    /// until they are gone (the socket is closed when the last reference goes).
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some((_owner, task)) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Sends punch notices through the resolver's UDP socket. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Puncher {
+    socket: Arc<UdpSocket>,
+    stats: Arc<UdpStats>,
+    allow_loopback: bool,
+}
+
+impl Puncher {
     /// Tells `target` (a SUDPH binding) that `caller` (another) wants to reach it, so it
-    /// punches a hole towards the caller's address. Returns whether a notice was sent.
+    /// punches a hole towards the caller's address. Returns whether a notice was sent (not
+    /// when the target has no session, the caller's address is not allowed, or the socket
+    /// buffer is full).
     pub fn punch(&self, target: &Binding, caller: &Binding) -> bool {
         let Some(session) = target.session_id() else {
             return false;
@@ -424,15 +459,6 @@ impl UdpServer {
                 tracing::debug!(to = %target.remote, error = %e, "punch notice not sent");
                 false
             }
-        }
-    }
-
-    /// Stops the receive loop and every handshake and store operation it started, and waits
-    /// until they are gone (the socket is closed when the last reference goes).
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some((_owner, task)) = self.task.take() {
-            let _ = task.await;
         }
     }
 }
