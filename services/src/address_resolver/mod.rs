@@ -9,7 +9,7 @@
 //!
 //! - [`Config`] / [`Args`]: the shared service flags and the resolver's own (`--store`,
 //!   `--binding-ttl`, `--allow-loopback`, the handshake queue's limits...);
-//! - [`bindings`]: the bindings table on the shared [`TtlStore`](crate::ttl_store::TtlStore)
+//! - [`bindings`]: the bindings table on the shared [`TtlStore`]
 //!   (embedded by default, `--store redis://…` with native TTLs);
 //! - [`udp`]: the UDP side: one receive loop, stateless challenge [`cookie`]s, every
 //!   handshake through a [`HandshakeQueue`](skytower_layers::handshake_queue::HandshakeQueue)

@@ -8,7 +8,7 @@
 //! - **Hello → Challenge** is stateless (a [`CookieJar`] cookie): a flood of hellos, spoofed or
 //!   not, leaves no state behind and is answered with a smaller datagram.
 //! - **Answer → Bound**: an answer with a valid cookie (so from a peer that receives at its
-//!   source address) is a handshake, submitted to the [`HandshakeQueue`]: at most
+//!   source address) is a handshake, submitted to the [`HandshakeQueue`](skytower_layers::handshake_queue::HandshakeQueue): at most
 //!   `handshake_concurrency` (64) run at once, at most `handshake_queue` wait, each must finish
 //!   within `handshake_timeout` (10 s) of submission, and beyond the queue it is refused at once
 //!   (`Error busy`). The handshake checks the cookie was not used before, verifies the
