@@ -51,6 +51,10 @@ enum Command {
     DmsgServer(Box<DmsgServerArgs>),
     /// Run the DMSG discovery service (`docs/api/dmsg-discovery.md`).
     DmsgDiscovery(Box<skytower::services::dmsg_discovery::Args>),
+    /// Run the transport discovery (`docs/api/transport-discovery.md`).
+    TransportDiscovery(Box<skytower::services::transport_discovery::Args>),
+    /// Run the route finder (`docs/api/route-finder.md`).
+    RouteFinder(Box<skytower::services::route_finder::Args>),
     /// Run the address resolver (`docs/api/address-resolver.md`): HTTP and UDP on one port.
     AddressResolver(Box<skytower::services::address_resolver::Args>),
 }
@@ -107,6 +111,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             runtime.block_on(dmsg_server::execute(*args))?;
         }
         Command::DmsgDiscovery(args) => skytower::services::dmsg_discovery::run_cli(*args)?,
+        Command::TransportDiscovery(args) => {
+            skytower::services::transport_discovery::run_cli(*args)?
+        }
+        Command::RouteFinder(args) => skytower::services::route_finder::run_cli(*args)?,
         Command::AddressResolver(args) => skytower::services::address_resolver::run_cli(*args)?,
     }
     Ok(())

@@ -13,7 +13,11 @@
 //!   tower HTTP service over HTTP, DMSG-HTTP or both, with `/health`, trace and request-id
 //!   layers and graceful shutdown.
 //!
-//! The other services (transport/service discovery, address resolver, ...) arrive with their
+//! - [`transport_discovery`]: the registry of transports signed by both edges, with TTLs
+//!   (`skytower transport-discovery`).
+//! - [`route_finder`]: shortest routes over the live transport graph (`skytower route-finder`).
+//!
+//! The other services (service discovery, address resolver, ...) arrive with their
 //! issues. The crate also re-exports the crates every service
 //! builds on.
 //!
@@ -67,7 +71,9 @@ pub mod auth;
 pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
+pub mod route_finder;
 pub mod svcmode;
+pub mod transport_discovery;
 pub mod ttl_store;
 
 pub use skytower_layers as layers;
