@@ -67,6 +67,8 @@ enum Command {
     TransportDiscovery(Box<skytower::services::transport_discovery::Args>),
     /// Run the route finder (`docs/api/route-finder.md`).
     RouteFinder(Box<skytower::services::route_finder::Args>),
+    /// Run the address resolver (`docs/api/address-resolver.md`): HTTP and UDP on one port.
+    AddressResolver(Box<skytower::services::address_resolver::Args>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -144,6 +146,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             skytower::services::transport_discovery::run_cli(*args)?
         }
         Command::RouteFinder(args) => skytower::services::route_finder::run_cli(*args)?,
+        Command::AddressResolver(args) => skytower::services::address_resolver::run_cli(*args)?,
     }
     Ok(())
 }

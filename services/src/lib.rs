@@ -4,6 +4,9 @@
 //!   `skytower dmsg-server`).
 //! - [`dmsg_discovery`]: the DMSG discovery service (signed entries with TTLs, an embedded store
 //!   and a Redis store, per-key rate limits; `skytower dmsg-discovery`).
+//! - [`address_resolver`]: the address resolver (STCPR bindings over signed HTTP, SUDPH UDP
+//!   handshakes through a bounded handshake queue, hole-punch notices; `skytower
+//!   address-resolver`), with its node-side clients.
 //!
 //! - [`svcmode`]: the shared service mode: one set of flags (`--addr --key --discovery
 //!   --dmsg-port --mode http|dmsg|dual --grace`) and [`svcmode::serve`], which runs the same
@@ -65,6 +68,7 @@
 
 #![warn(missing_docs)]
 
+pub mod address_resolver;
 pub mod api;
 pub mod auth;
 pub mod cli;

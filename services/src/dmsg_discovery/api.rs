@@ -142,7 +142,7 @@ fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
 }
 
 /// Gives the error responses made by layers (413, 408, 405...) the JSON envelope.
-async fn json_envelope(res: Response) -> Response {
+pub(crate) async fn json_envelope(res: Response) -> Response {
     let status = res.status();
     let is_json = res
         .headers()

@@ -70,7 +70,7 @@ use crate::svcmode::{SvcConfig, SvcError, SvcServer};
 /// The service name (`/health`, metrics labels, logs).
 pub const NAME: &str = "dmsg-discovery";
 
-mod api;
+pub(crate) mod api;
 mod config;
 mod error;
 mod limit;
