@@ -169,7 +169,15 @@ fn up_runs_a_network_the_operator_commands_work_and_sigterm_stops_it() {
         .collect();
     assert_eq!(
         names,
-        ["dmsg-discovery", "dmsg-server-1", "dmsg-server-2", "node"]
+        [
+            "dmsg-discovery",
+            "dmsg-server-1",
+            "dmsg-server-2",
+            "transport-discovery",
+            "route-finder",
+            "address-resolver",
+            "node"
+        ]
     );
     for c in net.table["components"].as_array().unwrap() {
         assert_eq!(c["health"], "ok", "{c}");
@@ -243,6 +251,16 @@ fn up_runs_a_network_the_operator_commands_work_and_sigterm_stops_it() {
     let err = text(&out.stderr);
     assert!(err.contains("* via dmsg"), "{err}");
     assert!(err.contains("< HTTP/1.1 200 OK"), "{err}");
+
+    // Every deployment service answers its /health over DMSG too (mode dual).
+    for service in ["transport-discovery", "route-finder", "address-resolver"] {
+        let dmsg = net.component(service)["dmsg"].as_str().unwrap().to_owned();
+        let out = skytower(&["dmsg", "curl", &format!("dmsg://{dmsg}/health"), "--dir", d]);
+        assert!(out.status.success(), "{service}: {}", text(&out.stderr));
+        let health: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(health["service"], service);
+        assert_eq!(health["status"], "ok", "{health}");
+    }
 
     // A fetch that falls back to HTTP: this DMSG address is unknown, the HTTP URL answers.
     let nobody = random_pk();

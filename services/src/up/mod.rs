@@ -53,15 +53,18 @@ use skytower_transports::dmsg::disc_http::HttpDiscovery;
 use skytower_transports::dmsg::wire::Addr;
 use skytower_transports::identity::{PublicKey, SecretKey};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 pub use probe::{Health, HealthStatus, Probe, http_probe};
 pub use table::{ComponentRow, NETWORK_FILE, NetworkTable};
 
+use crate::address_resolver::{self, AddressResolver};
 use crate::dmsg_discovery::{self, DiscoveryServer, DiscoveryService, DmsgOptions};
 use crate::dmsg_server::{DmsgServer, DmsgServerConfig};
 use crate::node::{self, ControlClient, Node, NodeConfig, NodeError};
+use crate::route_finder::{self, RouteFinderServer};
 use crate::svcmode::{Mode, SvcConfig, SvcError, SvcServer};
+use crate::transport_discovery::TransportDiscoveryServer;
 
 /// What a [`StartFn`] returns.
 pub type StartFuture = Pin<Box<dyn Future<Output = Result<Started, UpError>> + Send>>;
@@ -108,8 +111,18 @@ pub fn components() -> Vec<Component> {
         Component::new("dmsg-discovery", "dmsg-discovery", start_discovery).provides_discovery(),
         Component::new("dmsg-server-1", "dmsg-server", start_dmsg_server),
         Component::new("dmsg-server-2", "dmsg-server", start_dmsg_server),
-        // Deployment services (transport discovery, route finder, service discovery, address
-        // resolver, uptime tracker, config bootstrapper) are added here.
+        // Deployment services, in mode dual.
+        Component::new(
+            "transport-discovery",
+            "transport-discovery",
+            start_transport_discovery,
+        ),
+        Component::new("route-finder", "route-finder", start_route_finder),
+        Component::new(
+            "address-resolver",
+            "address-resolver",
+            start_address_resolver,
+        ),
         Component::new("node", "node", start_node),
     ]
 }
@@ -131,6 +144,14 @@ pub enum UpError {
     /// A component needs a discovery but none was started before it.
     #[error("{0} needs the network's dmsg-discovery, which must come before it")]
     NoDiscovery(&'static str),
+    /// A component needs another kind of component started before it.
+    #[error("{name} needs a {needs}, which must come before it in the component list")]
+    Missing {
+        /// The component.
+        name: &'static str,
+        /// The kind it needs.
+        needs: &'static str,
+    },
     /// A component's key was already taken by its start function.
     #[error("{0}: the key was already used")]
     KeyTaken(&'static str),
@@ -209,6 +230,22 @@ pub struct ComponentCtx {
     pub grace: Duration,
     /// Cancelled when the network stops: the component's task must then end.
     pub shutdown: CancellationToken,
+    /// The components started before this one, in order (so a service can find another's
+    /// address, e.g. the route finder its transport discovery).
+    pub earlier: Vec<EarlierComponent>,
+}
+
+/// A component started before the one being started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EarlierComponent {
+    /// Its name.
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: &'static str,
+    /// Its HTTP (or relay TCP) address.
+    pub http: Option<SocketAddr>,
+    /// Its DMSG address.
+    pub dmsg: Option<Addr>,
 }
 
 impl ComponentCtx {
@@ -246,6 +283,50 @@ impl ComponentCtx {
         Ok(Arc::new(d))
     }
 
+    /// The HTTP base URL (`http://127.0.0.1:port`) of the first earlier component of `kind`.
+    ///
+    /// # Errors
+    ///
+    /// [`UpError::Missing`] when no such component was started before this one.
+    pub fn http_url_of(&self, kind: &'static str) -> Result<String, UpError> {
+        self.earlier
+            .iter()
+            .find(|c| c.kind == kind)
+            .and_then(|c| c.http)
+            .map(|a| format!("http://{a}"))
+            .ok_or(UpError::Missing {
+                name: self.name,
+                needs: kind,
+            })
+    }
+
+    /// Runs a server until the network stops: `run` gets the shutdown future and returns the
+    /// server's serving future (e.g. `|stop| server.serve(stop)`); health is HTTP `/health`
+    /// at `http`.
+    pub fn serve_with<F, E>(
+        &self,
+        http: Option<SocketAddr>,
+        dmsg: Option<Addr>,
+        run: impl FnOnce(WaitForCancellationFutureOwned) -> F,
+    ) -> Started
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let serving = run(self.shutdown.clone().cancelled_owned());
+        let task = tokio::spawn(async move { serving.await.map_err(|e| e.to_string()) });
+        Started {
+            http,
+            dmsg,
+            public_key: dmsg.map(|a| a.pk),
+            probe: match http {
+                Some(addr) => http_probe(addr),
+                None => probe::fixed(Health::ok("running")),
+            },
+            task,
+        }
+    }
+
     /// DMSG client settings for a local network: the defaults with a quicker reconnect, so
     /// components that start before the relays are up connect soon after.
     pub fn client_config(&self) -> ClientConfig {
@@ -279,25 +360,8 @@ impl ComponentCtx {
     /// Runs a started service-mode server until the network stops; its health is its HTTP
     /// `/health`.
     pub fn serve(&self, server: SvcServer) -> Started {
-        let http = server.http_addr();
-        let dmsg = server.dmsg_addr();
-        let shutdown = self.shutdown.clone();
-        let task = tokio::spawn(async move {
-            server
-                .run_until(shutdown.cancelled_owned())
-                .await
-                .map_err(|e| e.to_string())
-        });
-        Started {
-            http,
-            dmsg,
-            public_key: dmsg.map(|a| a.pk),
-            probe: match http {
-                Some(addr) => http_probe(addr),
-                None => probe::fixed(Health::ok("running")),
-            },
-            task,
-        }
+        let (http, dmsg) = (server.http_addr(), server.dmsg_addr());
+        self.serve_with(http, dmsg, |stop| server.run_until(stop))
     }
 
     fn error(&self, e: impl Into<BoxError>) -> UpError {
@@ -425,6 +489,56 @@ fn start_dmsg_server(mut ctx: ComponentCtx) -> StartFuture {
     })
 }
 
+fn start_transport_discovery(mut ctx: ComponentCtx) -> StartFuture {
+    Box::pin(async move {
+        let server = TransportDiscoveryServer::bind(ctx.svc_config()?, Default::default())
+            .await
+            .map_err(|e| ctx.error(e))?;
+        let (http, dmsg) = (server.http_addr(), server.dmsg_addr());
+        Ok(ctx.serve_with(http, dmsg, |stop| server.serve(stop)))
+    })
+}
+
+fn start_route_finder(mut ctx: ComponentCtx) -> StartFuture {
+    Box::pin(async move {
+        let config = route_finder::Config {
+            source: route_finder::SourceSpec::Api(ctx.http_url_of("transport-discovery")?),
+            // A local network changes quickly and the graph is small.
+            refresh: Duration::from_secs(1),
+            ..route_finder::Config::default()
+        };
+        let server = RouteFinderServer::bind(ctx.svc_config()?, config)
+            .await
+            .map_err(|e| ctx.error(e))?;
+        let (http, dmsg) = (server.http_addr(), server.dmsg_addr());
+        Ok(ctx.serve_with(http, dmsg, |stop| server.serve(stop)))
+    })
+}
+
+fn start_address_resolver(mut ctx: ComponentCtx) -> StartFuture {
+    Box::pin(async move {
+        let config = address_resolver::Config {
+            addr: ctx.addr,
+            mode: Mode::Dual,
+            grace: ctx.grace,
+            // Every node of a local network is on loopback.
+            allow_loopback: true,
+            ..address_resolver::Config::default()
+        };
+        let options = address_resolver::Options {
+            key: Some(ctx.take_key()?),
+            discovery: Some(ctx.discovery()?),
+            client: ctx.client_config(),
+            ..address_resolver::Options::default()
+        };
+        let server = AddressResolver::bind_with(&config, options)
+            .await
+            .map_err(|e| ctx.error(e))?;
+        let (http, dmsg) = (server.http_addr(), server.dmsg_addr());
+        Ok(ctx.serve_with(http, dmsg, |stop| server.serve(stop)))
+    })
+}
+
 fn start_node(mut ctx: ComponentCtx) -> StartFuture {
     Box::pin(async move {
         let discovery = ctx.discovery()?;
@@ -512,6 +626,7 @@ pub async fn up(
     let spinner = table::spinner();
     let mut running: Vec<Running> = Vec::new();
     let mut discovery_url: Option<String> = None;
+    let mut earlier: Vec<EarlierComponent> = Vec::new();
     let result = async {
         for (i, component) in list.iter().enumerate() {
             spinner.set_message(format!("starting {}", component.name));
@@ -532,8 +647,15 @@ pub async fn up(
                 discovery_url: discovery_url.clone(),
                 grace: args.grace,
                 shutdown: token.clone(),
+                earlier: earlier.clone(),
             };
             let started = (component.start)(ctx).await?;
+            earlier.push(EarlierComponent {
+                name: component.name,
+                kind: component.kind,
+                http: started.http,
+                dmsg: started.dmsg,
+            });
             if component.provides_discovery {
                 discovery_url = started.http.map(|a| format!("http://{a}"));
             }
