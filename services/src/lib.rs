@@ -5,6 +5,8 @@
 //! - [`dmsg_discovery`]: the DMSG discovery service (signed entries with TTLs, an embedded store
 //!   and a Redis store, per-key rate limits; `skytower dmsg-discovery`).
 //!
+//! - [`service_discovery`]: the directory of services hosted on nodes (VPN, proxy, visor…;
+//!   signed registrations with a TTL; `skytower service-discovery`).
 //! - [`svcmode`]: the shared service mode: one set of flags (`--addr --key --discovery
 //!   --dmsg-port --mode http|dmsg|dual --grace`) and [`svcmode::serve`], which runs the same
 //!   tower HTTP service over HTTP, DMSG-HTTP or both, with `/health`, trace and request-id
@@ -63,6 +65,7 @@ pub mod auth;
 pub mod cli;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
+pub mod service_discovery;
 pub mod svcmode;
 pub mod ttl_store;
 
