@@ -51,6 +51,8 @@ enum Command {
     DmsgServer(Box<DmsgServerArgs>),
     /// Run the DMSG discovery service (`docs/api/dmsg-discovery.md`).
     DmsgDiscovery(Box<skytower::services::dmsg_discovery::Args>),
+    /// Run the service discovery (`docs/api/service-discovery.md`).
+    ServiceDiscovery(Box<skytower::services::service_discovery::Args>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -105,6 +107,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             runtime.block_on(dmsg_server::execute(*args))?;
         }
         Command::DmsgDiscovery(args) => skytower::services::dmsg_discovery::run_cli(*args)?,
+        Command::ServiceDiscovery(args) => skytower::services::service_discovery::run_cli(*args)?,
     }
     Ok(())
 }
