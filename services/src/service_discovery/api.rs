@@ -21,7 +21,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use super::directory::{Directory, DirectoryError};
-use super::model::{QueryError, Registration, ServiceEntry, ServiceQuery, ValidationError};
+use super::model::{QueryError, Registration, ServiceQuery, ValidationError};
 use crate::api::ApiError;
 use crate::auth::{RequireSignatureLayer, VerifiedKey};
 use crate::dmsg_discovery::{KeyedRateLimit, RateKey};
@@ -220,25 +220,47 @@ async fn register(
     Ok((status, Json(done.entry)).into_response())
 }
 
+/// A JSON answer made of stored entries, without decoding them.
+fn json_answer(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Vec<ServiceEntry>>, ApiError> {
+) -> Result<Response, ApiError> {
     let query = ServiceQuery::parse(query.as_deref().unwrap_or(""))?;
     let limit = query
         .quantity
         .unwrap_or(state.opts.max_list)
         .min(state.opts.max_list);
-    Ok(Json(state.dir.query(&query, limit).await?))
+    let entries = state.dir.query_json(&query, limit).await?;
+    let mut body = Vec::with_capacity(2 + entries.iter().map(|e| e.len() + 1).sum::<usize>());
+    body.push(b'[');
+    for (i, entry) in entries.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(entry);
+    }
+    body.push(b']');
+    Ok(json_answer(body))
 }
 
 async fn get_one(
     State(state): State<AppState>,
     Path(addr): Path<String>,
-) -> Result<Json<ServiceEntry>, ApiError> {
+) -> Result<Response, ApiError> {
     let addr = parse_addr(&addr)?;
-    match state.dir.get(&addr).await? {
-        Some(entry) => Ok(Json(entry)),
+    match state.dir.get_json(&addr).await? {
+        Some(entry) => Ok(json_answer(entry)),
         None => Err(ApiError::not_found(format!("no service at {addr}"))),
     }
 }

@@ -154,11 +154,21 @@ impl Directory {
     /// Store failures.
     pub async fn get(&self, addr: &Addr) -> Result<Option<ServiceEntry>, TtlStoreError> {
         let id = addr.to_string();
-        self.store
-            .get(&id)
+        self.get_json(addr)
             .await?
             .map(|bytes| decode(&id, &bytes))
             .transpose()
+    }
+
+    /// The live entry at `addr` as stored (JSON written by [`register`](Self::register)):
+    /// what the API answers, without decoding (decoding validates the address's key, a curve
+    /// point decompression).
+    ///
+    /// # Errors
+    ///
+    /// Store failures.
+    pub async fn get_json(&self, addr: &Addr) -> Result<Option<Vec<u8>>, TtlStoreError> {
+        self.store.get(&addr.to_string()).await
     }
 
     /// Removes the entry at `addr`; whether a live one was removed.
@@ -185,8 +195,7 @@ impl Directory {
     }
 
     /// A uniform random sample of at most `limit` of the live entries matching `query`, in
-    /// random order: one index read, then `limit` distinct positions drawn (O(limit) draws,
-    /// [`rand::seq::index::sample`]), and only those entries are decoded.
+    /// random order (see [`query_json`](Self::query_json)), decoded.
     ///
     /// # Errors
     ///
@@ -196,18 +205,33 @@ impl Directory {
         query: &ServiceQuery,
         limit: usize,
     ) -> Result<Vec<ServiceEntry>, TtlStoreError> {
-        let records = self.store.by_index(&query_index(query)).await?;
-        let amount = limit.min(records.len());
-        // Distinct positions, fully shuffled (rand picks Floyd's algorithm, rejection or an
-        // in-place shuffle by size: O(amount), or O(len) when amount is close to len).
-        let picked = rand::seq::index::sample(&mut rand::rng(), records.len(), amount);
-        picked
-            .into_iter()
-            .map(|i| {
-                let (id, bytes) = &records[i];
-                decode(id, bytes)
-            })
+        self.query_json(query, limit)
+            .await?
+            .iter()
+            .map(|bytes| decode("(query)", bytes))
             .collect()
+    }
+
+    /// Like [`query`](Self::query), the entries as stored (JSON): one index read, then `limit`
+    /// distinct positions drawn ([`rand::seq::index::sample`]: O(limit) draws, fully
+    /// shuffled); nothing is decoded or filtered.
+    ///
+    /// # Errors
+    ///
+    /// Store failures.
+    pub async fn query_json(
+        &self,
+        query: &ServiceQuery,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, TtlStoreError> {
+        let mut records = self.store.by_index(&query_index(query)).await?;
+        let amount = limit.min(records.len());
+        let picked = rand::seq::index::sample(&mut rand::rng(), records.len(), amount);
+        // The positions are distinct, so each value is taken once.
+        Ok(picked
+            .into_iter()
+            .map(|i| std::mem::take(&mut records[i].1))
+            .collect())
     }
 }
 
