@@ -86,9 +86,7 @@ where
         let collect: Collect = Box::pin(async move {
             match Limited::new(body, limit).collect().await {
                 Ok(collected) => Ok((parts, collected.to_bytes())),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    Err(AuthError::BodyTooLarge(limit))
-                }
+                Err(e) if is_length_limit(e.as_ref()) => Err(AuthError::BodyTooLarge(limit)),
                 Err(e) => Err(AuthError::Body(e.to_string())),
             }
         });
@@ -100,6 +98,19 @@ where
             },
         }
     }
+}
+
+/// Whether `e` or one of its sources is a body length limit (this layer's own, or an outer
+/// `RequestBodyLimitLayer`'s, which reaches here wrapped in the body's error).
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The response future of [`RequireSignature`]: reads the body, verifies, then calls the inner

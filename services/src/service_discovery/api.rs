@@ -18,6 +18,7 @@ use skytower_transports::dmsg::wire::Addr;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use super::directory::{Directory, DirectoryError};
@@ -39,6 +40,7 @@ pub(crate) struct AppState {
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
     pub(crate) max_list: usize,
+    pub(crate) max_body: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) max_in_flight: usize,
 }
@@ -72,10 +74,9 @@ impl From<DirectoryError> for ApiError {
 
 /// The router: the API (writes behind `auth`), `/health` with a `store` check, a JSON 404
 /// fallback, and around it: panic → 500, the JSON envelope for bodiless errors, load shedding
-/// beyond `max_in_flight` (503), the request deadline (408) and the body read deadline. Bodies
-/// are read only by the signed routes, whose [`RequireSignatureLayer`] bounds them (413); an
-/// outer `RequestBodyLimitLayer` would turn that 413 into the auth layer's 400 `bad_body` for
-/// bodies without `content-length` (its error reaches the auth layer boxed).
+/// beyond `max_in_flight` (503), the request deadline (408), the body read deadline and the
+/// body size limit (413: at once from `content-length`, else while the signed routes'
+/// [`RequireSignatureLayer`] reads the body).
 pub(crate) fn router(state: AppState, auth: RequireSignatureLayer, health: HealthLayer) -> Router {
     let health = health.check("store", StoreCheck(state.dir.store().clone()));
     let opts = state.opts.clone();
@@ -123,7 +124,8 @@ pub(crate) fn router(state: AppState, auth: RequireSignatureLayer, health: Healt
                     StatusCode::REQUEST_TIMEOUT,
                     opts.request_timeout,
                 ))
-                .layer(RequestBodyTimeoutLayer::new(opts.request_timeout)),
+                .layer(RequestBodyTimeoutLayer::new(opts.request_timeout))
+                .layer(RequestBodyLimitLayer::new(opts.max_body)),
         )
 }
 

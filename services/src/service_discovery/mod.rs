@@ -157,6 +157,7 @@ impl ServiceDiscovery {
                 limit: KeyedRateLimit::new(config.rate_per_second, config.rate_burst),
                 opts: Arc::new(api::Options {
                     max_list: config.max_list,
+                    max_body: config.max_body,
                     request_timeout: config.request_timeout,
                     max_in_flight: config.max_in_flight,
                 }),
