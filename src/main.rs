@@ -63,6 +63,8 @@ enum Command {
     DmsgServer(Box<DmsgServerArgs>),
     /// Run the DMSG discovery service (`docs/api/dmsg-discovery.md`).
     DmsgDiscovery(Box<skytower::services::dmsg_discovery::Args>),
+    /// Run the service discovery (`docs/api/service-discovery.md`).
+    ServiceDiscovery(Box<skytower::services::service_discovery::Args>),
     /// Run the transport discovery (`docs/api/transport-discovery.md`).
     TransportDiscovery(Box<skytower::services::transport_discovery::Args>),
     /// Run the route finder (`docs/api/route-finder.md`).
@@ -142,6 +144,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             runtime.block_on(dmsg_server::execute(*args))?;
         }
         Command::DmsgDiscovery(args) => skytower::services::dmsg_discovery::run_cli(*args)?,
+        Command::ServiceDiscovery(args) => skytower::services::service_discovery::run_cli(*args)?,
         Command::TransportDiscovery(args) => {
             skytower::services::transport_discovery::run_cli(*args)?
         }

@@ -7,6 +7,8 @@
 //! - [`address_resolver`]: the address resolver (STCPR bindings over signed HTTP, SUDPH UDP
 //!   handshakes through a bounded handshake queue, hole-punch notices; `skytower
 //!   address-resolver`), with its node-side clients.
+//! - [`service_discovery`]: the directory of services hosted on nodes (VPN, proxy, visor…;
+//!   signed registrations with a TTL; `skytower service-discovery`).
 //!
 //! - [`svcmode`]: the shared service mode: one set of flags (`--addr --key --discovery
 //!   --dmsg-port --mode http|dmsg|dual --grace`) and [`svcmode::serve`], which runs the same
@@ -77,6 +79,7 @@ pub mod dmsg_server;
 pub mod node;
 pub mod ops;
 pub mod route_finder;
+pub mod service_discovery;
 pub mod svcmode;
 pub mod transport_discovery;
 pub mod ttl_store;
