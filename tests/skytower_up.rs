@@ -176,6 +176,7 @@ fn up_runs_a_network_the_operator_commands_work_and_sigterm_stops_it() {
             "transport-discovery",
             "route-finder",
             "address-resolver",
+            "service-discovery",
             "node"
         ]
     );
@@ -253,7 +254,12 @@ fn up_runs_a_network_the_operator_commands_work_and_sigterm_stops_it() {
     assert!(err.contains("< HTTP/1.1 200 OK"), "{err}");
 
     // Every deployment service answers its /health over DMSG too (mode dual).
-    for service in ["transport-discovery", "route-finder", "address-resolver"] {
+    for service in [
+        "transport-discovery",
+        "route-finder",
+        "address-resolver",
+        "service-discovery",
+    ] {
         let dmsg = net.component(service)["dmsg"].as_str().unwrap().to_owned();
         let out = skytower(&["dmsg", "curl", &format!("dmsg://{dmsg}/health"), "--dir", d]);
         assert!(out.status.success(), "{service}: {}", text(&out.stderr));

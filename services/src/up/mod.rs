@@ -63,6 +63,7 @@ use crate::dmsg_discovery::{self, DiscoveryServer, DiscoveryService, DmsgOptions
 use crate::dmsg_server::{DmsgServer, DmsgServerConfig};
 use crate::node::{self, ControlClient, Node, NodeConfig, NodeError};
 use crate::route_finder::{self, RouteFinderServer};
+use crate::service_discovery::{self, ServiceDiscoveryServer};
 use crate::svcmode::{Mode, SvcConfig, SvcError, SvcServer};
 use crate::transport_discovery::TransportDiscoveryServer;
 
@@ -122,6 +123,11 @@ pub fn components() -> Vec<Component> {
             "address-resolver",
             "address-resolver",
             start_address_resolver,
+        ),
+        Component::new(
+            "service-discovery",
+            "service-discovery",
+            start_service_discovery,
         ),
         Component::new("node", "node", start_node),
     ]
@@ -508,6 +514,17 @@ fn start_route_finder(mut ctx: ComponentCtx) -> StartFuture {
             ..route_finder::Config::default()
         };
         let server = RouteFinderServer::bind(ctx.svc_config()?, config)
+            .await
+            .map_err(|e| ctx.error(e))?;
+        let (http, dmsg) = (server.http_addr(), server.dmsg_addr());
+        Ok(ctx.serve_with(http, dmsg, |stop| server.serve(stop)))
+    })
+}
+
+fn start_service_discovery(mut ctx: ComponentCtx) -> StartFuture {
+    Box::pin(async move {
+        let config = service_discovery::Config::default();
+        let server = ServiceDiscoveryServer::start(ctx.svc_config()?, &config)
             .await
             .map_err(|e| ctx.error(e))?;
         let (http, dmsg) = (server.http_addr(), server.dmsg_addr());
