@@ -1,14 +1,17 @@
-//! The `skytower` command.
+//! The `skytower` command: a thin clap front end over `skytower_services`.
 //!
-//! Today it manages identity keys and runs the DMSG relay server (`skytower dmsg-server`, the
-//! same flags and config file as the `dmsg-server` binary); the network commands (`up`, the node
-//! daemon, `sessions`, `connect-all`, fetch) and the other services arrive with their issues.
+//! `up` (a whole local network), `node` (the node daemon), the operator commands
+//! (`dmsg sessions|connect-all|curl|discovery`), each service alone (`dmsg-discovery`,
+//! `dmsg-server`), and key management (`keygen`, `pubkey`). See `docs/cli.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use skytower::services::dmsg_server::{self, DmsgServerArgs};
+use skytower::services::node::NodeArgs;
+use skytower::services::ops::DmsgCommand;
+use skytower::services::up::UpArgs;
 use skytower::transports::identity::{KeyFormat, SecretKey};
 
 const VERSION: &str = concat!(
@@ -28,6 +31,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a whole local network (dmsg-discovery, two dmsg-servers, a node) on loopback.
+    Up(UpArgs),
+    /// Run a node: a long-running DMSG client with a local control API.
+    Node(Box<NodeArgs>),
+    /// Operator commands: talk to a node's control API, or read discovery.
+    Dmsg {
+        #[command(subcommand)]
+        command: DmsgCommand,
+    },
     /// Generate an identity key and write it to a key file (mode 0600).
     Keygen {
         /// Where to write the key file.
@@ -55,6 +67,14 @@ enum Command {
     UptimeTracker(Box<skytower::services::uptime_tracker::Args>),
     /// Run the config bootstrapper (`docs/api/config-bootstrapper.md`).
     ConfigBootstrapper(Box<skytower::services::config_bootstrapper::Args>),
+    /// Run the service discovery (`docs/api/service-discovery.md`).
+    ServiceDiscovery(Box<skytower::services::service_discovery::Args>),
+    /// Run the transport discovery (`docs/api/transport-discovery.md`).
+    TransportDiscovery(Box<skytower::services::transport_discovery::Args>),
+    /// Run the route finder (`docs/api/route-finder.md`).
+    RouteFinder(Box<skytower::services::route_finder::Args>),
+    /// Run the address resolver (`docs/api/address-resolver.md`): HTTP and UDP on one port.
+    AddressResolver(Box<skytower::services::address_resolver::Args>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -75,8 +95,24 @@ impl From<Format> for KeyFormat {
 }
 
 fn main() -> ExitCode {
-    skytower::services::cli::init_logging();
     let cli = Cli::parse();
+    // The interactive commands print tables; their logs stay quiet unless RUST_LOG says more.
+    // (`up`'s health probes get 503s while components start; tower-http logs those as errors.)
+    let default_log = match cli.command {
+        Command::Up(_) => "warn,tower_http::trace::on_failure=off",
+        Command::Dmsg { .. } | Command::Keygen { .. } | Command::Pubkey { .. } => "warn",
+        _ => "info",
+    };
+    skytower::services::cli::init_logging_with_default(default_log);
+    if let Command::Dmsg { command } = cli.command {
+        return match skytower::services::ops::run_cli(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -88,6 +124,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Up(args) => skytower::services::up::run_cli(args)?,
+        Command::Node(args) => skytower::services::node::run_cli(*args)?,
+        Command::Dmsg { .. } => {} // handled in main
         Command::Keygen { out, format, force } => {
             let key = SecretKey::generate()?;
             if force {
@@ -113,6 +152,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::ConfigBootstrapper(args) => {
             skytower::services::config_bootstrapper::run_cli(*args)?
         }
+        Command::ServiceDiscovery(args) => skytower::services::service_discovery::run_cli(*args)?,
+        Command::TransportDiscovery(args) => {
+            skytower::services::transport_discovery::run_cli(*args)?
+        }
+        Command::RouteFinder(args) => skytower::services::route_finder::run_cli(*args)?,
+        Command::AddressResolver(args) => skytower::services::address_resolver::run_cli(*args)?,
     }
     Ok(())
 }

@@ -20,10 +20,16 @@ use std::error::Error;
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), coloured only on a
 /// terminal.
 pub fn init_logging() {
+    init_logging_with_default("info");
+}
+
+/// Like [`init_logging`] with another default filter when `RUST_LOG` is not set (the
+/// interactive commands, `up` and `dmsg …`, use `warn`: their output is the table).
+pub fn init_logging_with_default(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

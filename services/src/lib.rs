@@ -9,13 +9,25 @@
 //!   (`skytower config-bootstrapper`).
 //! - [`uptime_tracker`]: signed node heartbeats, online status and daily uptime (embedded or
 //!   Redis store, retention, per-IP rate limit; `skytower uptime-tracker`).
+//! - [`address_resolver`]: the address resolver (STCPR bindings over signed HTTP, SUDPH UDP
+//!   handshakes through a bounded handshake queue, hole-punch notices; `skytower
+//!   address-resolver`), with its node-side clients.
+//! - [`service_discovery`]: the directory of services hosted on nodes (VPN, proxy, visor…;
+//!   signed registrations with a TTL; `skytower service-discovery`).
 //!
 //! - [`svcmode`]: the shared service mode: one set of flags (`--addr --key --discovery
 //!   --dmsg-port --mode http|dmsg|dual --grace`) and [`svcmode::serve`], which runs the same
 //!   tower HTTP service over HTTP, DMSG-HTTP or both, with `/health`, trace and request-id
 //!   layers and graceful shutdown.
 //!
-//! The other services (transport/service discovery, address resolver, ...) arrive with their
+//! - [`transport_discovery`]: the registry of transports signed by both edges, with TTLs
+//!   (`skytower transport-discovery`).
+//! - [`route_finder`]: shortest routes over the live transport graph (`skytower route-finder`).
+//! - [`node`]: the node daemon (a DMSG client with a control API on a Unix socket) and its typed
+//!   client; [`up`]: a whole local network from an explicit component list (`skytower up`);
+//!   [`ops`]: the operator commands (`skytower dmsg sessions|connect-all|curl|discovery`).
+//!
+//! The other services (service discovery, address resolver, ...) arrive with their
 //! issues. The crate also re-exports the crates every service
 //! builds on.
 //!
@@ -63,6 +75,7 @@
 
 #![warn(missing_docs)]
 
+pub mod address_resolver;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -70,8 +83,14 @@ pub mod config_bootstrapper;
 pub mod dmsg_discovery;
 pub mod dmsg_server;
 mod http_stack;
+pub mod node;
+pub mod ops;
+pub mod route_finder;
+pub mod service_discovery;
 pub mod svcmode;
+pub mod transport_discovery;
 pub mod ttl_store;
+pub mod up;
 pub mod uptime_tracker;
 
 pub use skytower_layers as layers;

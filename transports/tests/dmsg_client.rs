@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use skytower_transports::dmsg::client::{ClientConfig, ClientDialError};
 use skytower_transports::dmsg::disc::Discovery;
-use skytower_transports::dmsg::wire::Addr;
+use skytower_transports::dmsg::wire::{Addr, Code};
 use skytower_transports::testing::{TestNetwork, test_client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -80,6 +80,39 @@ async fn dial_through_an_existing_session_and_through_a_new_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_sessions_measures_every_session_now() {
+    let net = TestNetwork::start(2).await;
+    let a = net.client_with(config(0)).await;
+    assert_eq!(a.sessions().len(), 2);
+    // The keep-alive has not run yet: no round-trip time is known.
+    assert!(a.sessions().iter().all(|s| s.last_rtt.is_none()));
+    let pings = a.ping_sessions().await;
+    assert_eq!(pings.len(), 2);
+    let mut servers: Vec<_> = pings.iter().map(|(s, _)| *s).collect();
+    servers.sort();
+    let mut expected = net.server_keys();
+    expected.sort();
+    assert_eq!(servers, expected);
+    for (server, rtt) in &pings {
+        let rtt = rtt.as_ref().unwrap();
+        let info = a
+            .sessions()
+            .into_iter()
+            .find(|s| s.server == *server)
+            .unwrap();
+        assert_eq!(info.last_rtt, Some(*rtt));
+    }
+    // No sessions: nothing to ping.
+    let c = net
+        .client_with(ClientConfig {
+            auto_connect: false,
+            ..config(1)
+        })
+        .await;
+    assert!(c.ping_sessions().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_server_down_dial_goes_through_the_second() {
     let mut net = TestNetwork::start(2).await;
     let b = net.client_with(config(0)).await;
@@ -109,9 +142,14 @@ async fn known_bad_pair_is_skipped_without_a_network_attempt() {
         ClientDialError::AllFailed { attempts, .. } => {
             assert_eq!(attempts.len(), 1);
             assert!(attempts[0].error.contains("not connected"), "{err}");
+            // Refused by the server, not the destination.
+            let refusal = attempts[0].refusal.expect("a signed refusal");
+            assert_eq!(refusal.by, server);
+            assert_eq!(refusal.code, Code::NotConnected);
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(err.destination_refusal(), None);
     let refused = net.server(0).unwrap().stats().refused_total();
     // Second dial: skipped at once, nothing reaches the server.
     let err = a.dial(dst).await.unwrap_err();
@@ -148,9 +186,13 @@ async fn refusals_by_the_destination_do_not_mark_the_path_bad() {
         ClientDialError::AllFailed { attempts, .. } => {
             assert_eq!(attempts.len(), 1, "{err}");
             assert!(attempts[0].error.contains("no listener"), "{err}");
+            let refusal = attempts[0].refusal.expect("a signed refusal");
+            assert_eq!(refusal.by, b.public_key());
+            assert_eq!(refusal.code, Code::NoListener);
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(err.destination_refusal(), Some(Code::NoListener));
     assert!(a.negative_cache().is_empty());
     let _echo = echo(&b, 5);
     round_trip(&a, dst, b"now it listens").await;

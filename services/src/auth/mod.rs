@@ -13,7 +13,7 @@
 //! SHA-256 of the body**, so a signature cannot be moved to another path, method or body (the Go
 //! scheme signed only the body). Replays are refused with a timestamp window (default 30 s either
 //! way) plus a bounded seen-set of `(key, nonce)` inside it
-//! ([`ReplayGuard`](skytower_transports::dmsg::replay::ReplayGuard)). There is no per-key
+//! ([`ReplayGuard`]). There is no per-key
 //! counter, so concurrent requests from one key never race each other (the Go nonce counter made
 //! them fail and retry).
 //!

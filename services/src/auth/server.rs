@@ -86,9 +86,7 @@ where
         let collect: Collect = Box::pin(async move {
             match Limited::new(body, limit).collect().await {
                 Ok(collected) => Ok((parts, collected.to_bytes())),
-                // The limit may also be an outer one (tower-http's `RequestBodyLimitLayer`),
-                // whose error arrives wrapped in the body's error.
-                Err(e) if over_limit(e.as_ref()) => Err(AuthError::BodyTooLarge(limit)),
+                Err(e) if is_length_limit(e.as_ref()) => Err(AuthError::BodyTooLarge(limit)),
                 Err(e) => Err(AuthError::Body(e.to_string())),
             }
         });
@@ -102,8 +100,9 @@ where
     }
 }
 
-/// Whether `e` or one of its sources is a body length limit error.
-fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `e` or one of its sources is a body length limit (this layer's own, or an outer
+/// `RequestBodyLimitLayer`'s, which reaches here wrapped in the body's error).
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {

@@ -60,11 +60,12 @@ struct Outcome {
 /// The full router: API routes (rate-limited per peer), `/health` through the layers crate's
 /// [`HealthLayer`], a JSON 404 fallback, and around all of it: trace, panic → 500, a JSON error
 /// envelope for bodiless errors, load shedding (503) beyond `max_in_flight`, the request
-/// deadline (408), the body read deadline, and the body size limit (413).
-pub(crate) fn router(state: AppState, health: HealthLayer) -> Router {
+/// deadline (408), the body read deadline, and the body size limit (413). `trace` adds
+/// tower-http's trace layer outermost (off under the service mode, which has its own).
+pub(crate) fn router(state: AppState, health: HealthLayer, trace: bool) -> Router {
     let health = health.check("store", StoreCheck(state.store.clone()));
     let opts = state.opts.clone();
-    Router::new()
+    let router = Router::new()
         .route("/dmsg-discovery/entry", post(post_entry))
         .route("/dmsg-discovery/entry/", post(post_entry))
         .route(
@@ -96,7 +97,6 @@ pub(crate) fn router(state: AppState, health: HealthLayer) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(middleware::map_response(json_envelope))
                 .layer(axum::error_handling::HandleErrorLayer::new(
@@ -119,7 +119,12 @@ pub(crate) fn router(state: AppState, health: HealthLayer) -> Router {
                 ))
                 .layer(RequestBodyTimeoutLayer::new(opts.request_timeout))
                 .layer(RequestBodyLimitLayer::new(opts.max_body)),
-        )
+        );
+    if trace {
+        router.layer(TraceLayer::new_for_http())
+    } else {
+        router
+    }
 }
 
 fn not_found(message: &str) -> ApiError {

@@ -164,7 +164,13 @@ impl DiscoveryService {
     /// the service mode's [`Peer`](skytower_transports::connector::Peer) (TCP: address range;
     /// DMSG: public key, [`RateKey::Dmsg`]), as [`RateKey::Unknown`] otherwise.
     pub fn router(&self) -> Router {
-        api::router(self.state.clone(), self.health.clone())
+        api::router(self.state.clone(), self.health.clone(), true)
+    }
+
+    /// [`router`](Self::router) without its trace layer, for the service mode (which traces
+    /// every request itself).
+    fn svcmode_router(&self) -> Router {
+        api::router(self.state.clone(), self.health.clone(), false)
     }
 
     /// One maintenance round: purges expired entries and idle rate-limit state.
@@ -317,7 +323,7 @@ impl DiscoveryServer {
             http_listener: Some(listener),
             ..SvcConfig::default()
         };
-        let server = SvcServer::start(svc_config, NAME, service.router()).await?;
+        let server = SvcServer::start(svc_config, NAME, service.svcmode_router()).await?;
         server
             .health()
             .register("store", api::StoreCheck(service.store().clone()))

@@ -260,6 +260,14 @@ impl SvcServer {
         self.client.as_deref()
     }
 
+    /// A weak handle on the DMSG client this service owns (modes dmsg and dual), for tasks that
+    /// live beside the service (a control API). Upgrade it only for the duration of one
+    /// operation: [`run_until`](Self::run_until) waits briefly for other strong references to
+    /// go away before closing the client (and removing its discovery entry).
+    pub fn dmsg_client_weak(&self) -> Option<std::sync::Weak<Client>> {
+        self.client.as_ref().map(Arc::downgrade)
+    }
+
     /// The health registry of the stacked `/health` layer: register the service's own checks.
     pub fn health(&self) -> &HealthRegistry {
         &self.registry

@@ -101,6 +101,17 @@ pub struct Attempt {
     pub server: PublicKey,
     /// Why it failed.
     pub error: String,
+    /// The signed refusal behind the failure, when it was one.
+    pub refusal: Option<Refusal>,
+}
+
+/// A signed refusal of a stream: who refused and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// Who signed it (the destination, or the relay server).
+    pub by: PublicKey,
+    /// Why.
+    pub code: Code,
 }
 
 /// Why a dial failed.
@@ -133,10 +144,48 @@ pub enum ClientDialError {
     Closed,
 }
 
-/// Who signed the refusal carried by `e`, if it is one.
-fn refused_by(e: &BoxError) -> Option<PublicKey> {
+impl ClientDialError {
+    /// The code of the refusal signed by the destination itself (no listener on the port, over
+    /// a limit, ...), when that is why the dial failed: the route worked, the destination said
+    /// no.
+    ///
+    /// ```
+    /// use skytower_transports::dmsg::client::{Attempt, ClientDialError, Refusal};
+    /// use skytower_transports::dmsg::wire::{Addr, Code};
+    /// use skytower_transports::identity::SecretKey;
+    ///
+    /// let dst = SecretKey::generate().unwrap().public_key();
+    /// let server = SecretKey::generate().unwrap().public_key();
+    /// let err = ClientDialError::AllFailed {
+    ///     dst: Addr::new(dst, 81),
+    ///     attempts: vec![Attempt {
+    ///         server,
+    ///         error: "refused".into(),
+    ///         refusal: Some(Refusal { by: dst, code: Code::NoListener }),
+    ///     }],
+    /// };
+    /// assert_eq!(err.destination_refusal(), Some(Code::NoListener));
+    /// ```
+    pub fn destination_refusal(&self) -> Option<Code> {
+        match self {
+            ClientDialError::AllFailed { dst, attempts } => attempts
+                .iter()
+                .rev()
+                .filter_map(|a| a.refusal)
+                .find(|r| r.by == dst.pk)
+                .map(|r| r.code),
+            _ => None,
+        }
+    }
+}
+
+/// The signed refusal carried by `e`, if it is one.
+fn refusal(e: &BoxError) -> Option<Refusal> {
     match e.downcast_ref::<DialError>() {
-        Some(DialError::Refused { by, .. }) => Some(*by),
+        Some(DialError::Refused { by, code }) => Some(Refusal {
+            by: *by,
+            code: *code,
+        }),
         _ => None,
     }
 }
@@ -316,14 +365,19 @@ impl Inner {
             match result {
                 Ok(stream) => return Ok(stream),
                 Err(e) => {
-                    let by_destination = refused_by(&e) == Some(dst.pk);
+                    let refusal = refusal(&e);
+                    let by_destination = refusal.is_some_and(|r| r.by == dst.pk);
                     let error =
                         if let Some(kb) = e.downcast_ref::<KnownBad<(PublicKey, PublicKey)>>() {
                             format!("skipped, failed recently (retry in {:?})", kb.expires_in)
                         } else {
                             e.to_string()
                         };
-                    attempts.push(Attempt { server, error });
+                    attempts.push(Attempt {
+                        server,
+                        error,
+                        refusal,
+                    });
                     if by_destination {
                         // The destination itself answered (no listener, over a limit, ...):
                         // another server would reach the same answer. The route is fine.
@@ -472,6 +526,7 @@ impl Client {
                     attempts: vec![Attempt {
                         server: dst.pk,
                         error: e.to_string(),
+                        refusal: refusal(&e),
                     }],
                 },
             },
@@ -522,6 +577,20 @@ impl Client {
                 }
             })
             .collect()
+    }
+
+    /// Pings every session now (concurrently, each bounded by the stream handshake timeout),
+    /// so [`SessionInfo::last_rtt`] is fresh; returns each server's round-trip time or why the
+    /// ping failed. A session that fails is left to the keep-alive to replace.
+    pub async fn ping_sessions(&self) -> Vec<(PublicKey, Result<Duration, DialError>)> {
+        let sessions: Vec<_> = self
+            .inner
+            .snapshot()
+            .into_iter()
+            .filter(|s| !s.is_closed())
+            .collect();
+        let pings = futures_util::future::join_all(sessions.iter().map(|s| s.ping())).await;
+        sessions.iter().map(|s| s.server()).zip(pings).collect()
     }
 
     /// Waits until at least `n` sessions are up, or `timeout` passes; returns the count.

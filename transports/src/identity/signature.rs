@@ -119,6 +119,9 @@ pub mod contexts {
     pub const SERVICE_ENTRY: SigningContext = SigningContext::new("service-discovery/entry");
     /// A request authenticated by a signature (nonce-based HTTP auth to discovery services).
     pub const HTTP_AUTH: SigningContext = SigningContext::new("http-auth/request");
+    /// A node's answer to an address resolver's SUDPH challenge (the UDP binding handshake,
+    /// `docs/api/address-resolver.md`): proves the node holds the key it binds.
+    pub const AR_SUDPH: SigningContext = SigningContext::new("address-resolver/sudph");
 
     /// Every registered context.
     pub const ALL: &[SigningContext] = &[
@@ -130,6 +133,7 @@ pub mod contexts {
         TRANSPORT_ENTRY,
         SERVICE_ENTRY,
         HTTP_AUTH,
+        AR_SUDPH,
     ];
 }
 
