@@ -346,6 +346,9 @@ impl TtlStore for GatedStore {
     fn by_index<'a>(&'a self, index: &'a str) -> StoreFuture<'a, Vec<Record>> {
         self.inner.by_index(index)
     }
+    fn sample_index<'a>(&'a self, index: &'a str, n: usize) -> StoreFuture<'a, Vec<Record>> {
+        self.inner.sample_index(index, n)
+    }
     fn purge_expired(&self) -> StoreFuture<'_, usize> {
         self.inner.purge_expired()
     }

@@ -39,6 +39,15 @@ async fn real_ttl_expiry_on_redis() {
 }
 
 #[tokio::test]
+async fn sampling_on_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = open(&redis, "test:").await;
+    suite::sampling(store.as_ref(), tokio::time::sleep).await;
+}
+
+#[tokio::test]
 async fn namespaces_do_not_see_each_other() {
     let Some(redis) = RedisServer::start() else {
         return;

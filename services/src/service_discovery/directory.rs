@@ -6,8 +6,8 @@
 //! | value | the [`ServiceEntry`] as JSON |
 //! | indexes | `pk:<pk>`, `t:<type>`, `tc:<type>:<CC>`, `tv:<type>:<version>`, `tvc:<type>:<version>:<CC>` |
 //!
-//! Every query is therefore one index read, whatever its filters: no entry is decoded or
-//! filtered to answer it except the ones sampled. (Type names, versions and country codes
+//! Every query is therefore one sample of one index, whatever its filters: no entry is read,
+//! decoded or filtered to answer it except the ones sampled. (Type names, versions and country codes
 //! cannot contain `:`, so index names are unambiguous.)
 
 use std::sync::Arc;
@@ -212,9 +212,9 @@ impl Directory {
             .collect()
     }
 
-    /// Like [`query`](Self::query), the entries as stored (JSON): one index read, then `limit`
-    /// distinct positions drawn ([`rand::seq::index::sample`]: O(limit) draws, fully
-    /// shuffled); nothing is decoded or filtered.
+    /// Like [`query`](Self::query), the entries as stored (JSON): a
+    /// [`TtlStore::sample_index`] of the query's index, whose cost follows `limit`, not the
+    /// index's size; nothing is decoded or filtered.
     ///
     /// # Errors
     ///
@@ -224,14 +224,8 @@ impl Directory {
         query: &ServiceQuery,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, TtlStoreError> {
-        let mut records = self.store.by_index(&query_index(query)).await?;
-        let amount = limit.min(records.len());
-        let picked = rand::seq::index::sample(&mut rand::rng(), records.len(), amount);
-        // The positions are distinct, so each value is taken once.
-        Ok(picked
-            .into_iter()
-            .map(|i| std::mem::take(&mut records[i].1))
-            .collect())
+        let records = self.store.sample_index(&query_index(query), limit).await?;
+        Ok(records.into_iter().map(|(_, value)| value).collect())
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`MemoryTtlStore`]: the embedded store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -15,10 +15,39 @@ struct Entry {
     indexes: Vec<String>,
 }
 
+/// A set of ids with O(1) insert, remove and random access (for sampling).
+#[derive(Debug, Default)]
+struct IdSet {
+    ids: Vec<String>,
+    positions: HashMap<String, usize>,
+}
+
+impl IdSet {
+    fn insert(&mut self, id: &str) {
+        if !self.positions.contains_key(id) {
+            self.positions.insert(id.to_owned(), self.ids.len());
+            self.ids.push(id.to_owned());
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(at) = self.positions.remove(id) {
+            self.ids.swap_remove(at);
+            if let Some(moved) = self.ids.get(at) {
+                self.positions.insert(moved.clone(), at);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     records: HashMap<String, Entry>,
-    index: HashMap<String, HashSet<String>>,
+    index: HashMap<String, IdSet>,
 }
 
 impl Inner {
@@ -96,11 +125,7 @@ impl MemoryTtlStore {
         unique.sort();
         unique.dedup();
         for name in &unique {
-            inner
-                .index
-                .entry(name.clone())
-                .or_default()
-                .insert(id.to_owned());
+            inner.index.entry(name.clone()).or_default().insert(id);
         }
         inner.records.insert(
             id.to_owned(),
@@ -163,11 +188,40 @@ impl TtlStore for MemoryTtlStore {
         let now = Instant::now();
         let inner = self.lock();
         let records = match inner.index.get(index) {
-            Some(ids) => Self::live(&inner, ids.iter(), now),
+            Some(set) => Self::live(&inner, set.ids.iter(), now),
             None => Vec::new(),
         };
         drop(inner);
         Box::pin(async move { Ok(records) })
+    }
+
+    fn sample_index<'a>(&'a self, index: &'a str, n: usize) -> TtlStoreFuture<'a, Vec<Record>> {
+        let now = Instant::now();
+        let inner = self.lock();
+        let mut out = Vec::with_capacity(n.min(64));
+        if let Some(set) = inner.index.get(index) {
+            // A lazy Fisher-Yates shuffle of the positions: each step draws one not drawn yet,
+            // until `n` live records are found or the index is exhausted (expired records, not
+            // yet purged, are skipped).
+            let mut swapped: HashMap<usize, usize> = HashMap::new();
+            let len = set.ids.len();
+            let mut rng = rand::rng();
+            for i in 0..len {
+                if out.len() == n {
+                    break;
+                }
+                let j = rand::Rng::random_range(&mut rng, i..len);
+                let pick = *swapped.get(&j).unwrap_or(&j);
+                let at_i = *swapped.get(&i).unwrap_or(&i);
+                swapped.insert(j, at_i);
+                let id = &set.ids[pick];
+                if let Some(e) = inner.records.get(id).filter(|e| e.expires > now) {
+                    out.push((id.clone(), e.value.clone()));
+                }
+            }
+        }
+        drop(inner);
+        Box::pin(async move { Ok(out) })
     }
 
     fn all(&self) -> TtlStoreFuture<'_, Vec<Record>> {
@@ -213,6 +267,11 @@ mod tests {
             tokio::time::advance,
         )
         .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sampling() {
+        suite::sampling(&MemoryTtlStore::new(100), tokio::time::advance).await;
     }
 
     #[tokio::test(start_paused = true)]

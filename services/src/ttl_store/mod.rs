@@ -121,6 +121,11 @@ pub trait TtlStore: Send + Sync + std::fmt::Debug {
     /// Every live record, in no particular order.
     fn all(&self) -> TtlStoreFuture<'_, Vec<Record>>;
 
+    /// A uniform random sample of at most `n` distinct live records carrying `index`, in random
+    /// order. Both implementations draw positions in the index instead of reading all of it, so
+    /// the cost follows `n`, not the index's size (while few of its records have expired).
+    fn sample_index<'a>(&'a self, index: &'a str, n: usize) -> TtlStoreFuture<'a, Vec<Record>>;
+
     /// Frees expired records and index entries; how many records were removed.
     fn purge_expired(&self) -> TtlStoreFuture<'_, usize>;
 
@@ -234,6 +239,15 @@ impl<T: Serialize + DeserializeOwned> Records<T> {
         decode_all(self.store.by_index(index).await?)
     }
 
+    /// [`TtlStore::sample_index`], decoded.
+    pub async fn sample_index(
+        &self,
+        index: &str,
+        n: usize,
+    ) -> Result<Vec<(String, T)>, TtlStoreError> {
+        decode_all(self.store.sample_index(index, n).await?)
+    }
+
     /// [`TtlStore::all`], decoded.
     pub async fn all(&self) -> Result<Vec<(String, T)>, TtlStoreError> {
         decode_all(self.store.all().await?)
@@ -315,6 +329,49 @@ pub mod suite {
             store.all().await.unwrap(),
             vec![("b".into(), b"2".to_vec())]
         );
+    }
+
+    /// Samples are distinct, live, bounded by `n`, and every record gets sampled.
+    pub async fn sampling<F, Fut>(store: &dyn TtlStore, advance: F)
+    where
+        F: Fn(Duration) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let ttl = Duration::from_secs(60);
+        for i in 0..20 {
+            let id = format!("r{i:02}");
+            store
+                .put(&id, id.clone().into_bytes(), ttl, &ix(&["s"]))
+                .await
+                .unwrap();
+        }
+        // Five short-lived ones that will have expired (still in the index until a purge).
+        for i in 0..5 {
+            let id = format!("x{i}");
+            store
+                .put(&id, vec![], Duration::from_millis(500), &ix(&["s"]))
+                .await
+                .unwrap();
+        }
+        advance(Duration::from_secs(1)).await;
+        assert!(store.sample_index("none", 3).await.unwrap().is_empty());
+        assert!(store.sample_index("s", 0).await.unwrap().is_empty());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let sample = store.sample_index("s", 3).await.unwrap();
+            assert_eq!(sample.len(), 3);
+            let ids: std::collections::HashSet<&String> = sample.iter().map(|(id, _)| id).collect();
+            assert_eq!(ids.len(), 3, "distinct");
+            for (id, value) in &sample {
+                assert!(id.starts_with('r'), "expired record {id} sampled");
+                assert_eq!(value, id.as_bytes());
+                seen.insert(id.clone());
+            }
+        }
+        assert_eq!(seen.len(), 20, "every live record gets sampled");
+        // Asking for more than there is returns every live record.
+        let all = store.sample_index("s", 100).await.unwrap();
+        assert_eq!(all.len(), 20);
     }
 
     /// Records expire after their TTL (never returned, then purged); a put renews the TTL.

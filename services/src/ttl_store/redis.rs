@@ -75,6 +75,36 @@ end
 return out
 "#;
 
+const SAMPLE: &str = r#"
+-- ARGV: ns, index, n; returns id, value, ... for the live members of a uniform random subset
+-- of the index of about 2n (ZRANDMEMBER), or of all of it when too many of those had expired.
+local ns, n = ARGV[1], tonumber(ARGV[3])
+local key = ns .. 'i:' .. ARGV[2]
+local card = redis.call('ZCARD', key)
+local draw = math.min(card, n * 2 + 8)
+local function collect(ids)
+  local out, live = {}, 0
+  for _, id in ipairs(ids) do
+    local score = redis.call('ZSCORE', key, id)
+    if score and tonumber(score) > now then
+      local v = redis.call('HGET', ns .. 'r:' .. id, 'v')
+      if v then
+        out[#out + 1] = id
+        out[#out + 1] = v
+        live = live + 1
+      end
+    end
+  end
+  return out, live
+end
+if n == 0 or draw == 0 then return {} end
+local out, live = collect(redis.call('ZRANDMEMBER', key, draw))
+if live < n and draw < card then
+  out = collect(redis.call('ZRANGEBYSCORE', key, '(' .. now, '+inf'))
+end
+return out
+"#;
+
 const GET: &str = r#"
 -- ARGV: ns, id
 local score = redis.call('ZSCORE', ARGV[1] .. 'all', ARGV[2])
@@ -109,6 +139,7 @@ pub struct RedisTtlStore {
     delete: Script,
     list: Script,
     get: Script,
+    sample: Script,
     len: Script,
     purge: Script,
 }
@@ -150,6 +181,7 @@ impl RedisTtlStore {
             delete: script(DELETE),
             list: script(LIST),
             get: script(GET),
+            sample: script(SAMPLE),
             len: script(LEN),
             purge: script(PURGE),
         })
@@ -163,15 +195,39 @@ impl RedisTtlStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(flat.len() / 2);
-        let mut it = flat.into_iter();
-        while let (Some(id), Some(value)) = (it.next(), it.next()) {
-            let id = String::from_utf8(id)
-                .map_err(|_| TtlStoreError::Corrupt("record id is not UTF-8".into()))?;
-            out.push((id, value));
-        }
-        Ok(out)
+        pairs(flat)
     }
+
+    async fn sample(&self, index: &str, n: usize) -> Result<Vec<Record>, TtlStoreError> {
+        let flat: Vec<Vec<u8>> = self
+            .sample
+            .arg(&self.namespace)
+            .arg(index)
+            .arg(n)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut candidates = pairs(flat)?;
+        // A uniform subset of the live candidates, in random order (ZRANDMEMBER's order is not).
+        let amount = n.min(candidates.len());
+        let picked = rand::seq::index::sample(&mut rand::rng(), candidates.len(), amount);
+        Ok(picked
+            .into_iter()
+            .map(|i| std::mem::take(&mut candidates[i]))
+            .collect())
+    }
+}
+
+/// `[id, value, id, value, ...]` as records.
+fn pairs(flat: Vec<Vec<u8>>) -> Result<Vec<Record>, TtlStoreError> {
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(id), Some(value)) = (it.next(), it.next()) {
+        let id = String::from_utf8(id)
+            .map_err(|_| TtlStoreError::Corrupt("record id is not UTF-8".into()))?;
+        out.push((id, value));
+    }
+    Ok(out)
 }
 
 fn millis(ttl: Duration) -> u64 {
@@ -240,6 +296,10 @@ impl TtlStore for RedisTtlStore {
 
     fn all(&self) -> TtlStoreFuture<'_, Vec<Record>> {
         Box::pin(self.list("all".to_owned()))
+    }
+
+    fn sample_index<'a>(&'a self, index: &'a str, n: usize) -> TtlStoreFuture<'a, Vec<Record>> {
+        Box::pin(self.sample(index, n))
     }
 
     fn purge_expired(&self) -> TtlStoreFuture<'_, usize> {
