@@ -177,6 +177,8 @@ fn up_runs_a_network_the_operator_commands_work_and_sigterm_stops_it() {
             "route-finder",
             "address-resolver",
             "service-discovery",
+            "uptime-tracker",
+            "config-bootstrapper",
             "node"
         ]
     );
@@ -259,6 +261,8 @@ fn up_runs_a_network_the_operator_commands_work_and_sigterm_stops_it() {
         "route-finder",
         "address-resolver",
         "service-discovery",
+        "uptime-tracker",
+        "config-bootstrapper",
     ] {
         let dmsg = net.component(service)["dmsg"].as_str().unwrap().to_owned();
         let out = skytower(&["dmsg", "curl", &format!("dmsg://{dmsg}/health"), "--dir", d]);

@@ -94,6 +94,14 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// `--bootstrap` failed and no earlier answer was saved.
+    #[error("bootstrap from {url}: {reason}")]
+    Bootstrap {
+        /// The bootstrapper's URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// The control socket could not be created.
     #[error(transparent)]
     Control(#[from] ControlBindError),
@@ -262,6 +270,29 @@ impl Node {
     }
 }
 
+/// Writes `bytes` to `path` owner-only (0600), replacing it atomically (a temporary file
+/// beside it, then a rename).
+///
+/// # Errors
+///
+/// I/O errors.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Creates `dir` (and its parents) owner-only (0700) when missing.
 ///
 /// # Errors
@@ -330,9 +361,95 @@ pub struct NodeArgs {
     /// DMSG sessions to keep; 0 keeps one with every available server.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub min_sessions: usize,
+    /// Fetch the network's configuration from a config bootstrapper (`http://host:port`) at
+    /// start-up and take the dmsg-discovery from it (an explicit --discovery wins). The answer
+    /// is saved as `<dir>/bootstrap.json` and used when the bootstrapper cannot be reached.
+    #[arg(long, value_name = "URL")]
+    pub bootstrap: Option<String>,
 }
 
+/// File name of the saved bootstrap answer in the node's directory.
+pub const BOOTSTRAP_FILE: &str = "bootstrap.json";
+
+/// Attempts (and the pause before the next) when fetching the bootstrap configuration.
+const BOOTSTRAP_ATTEMPTS: [Duration; 3] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::ZERO,
+];
+
 impl NodeArgs {
+    /// With `--bootstrap` and no `--discovery`: fetches the network's configuration (a few
+    /// attempts on retryable errors), saves it as `<dir>/bootstrap.json` (0600), and sets
+    /// `--discovery` from it; when the bootstrapper cannot be reached, the saved answer of an
+    /// earlier run is used instead (with a warning). Returns the configuration used, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Bootstrap`] when nothing could be fetched or read, or when the answer names
+    /// no dmsg-discovery; [`NodeError::Dir`].
+    pub async fn bootstrap(
+        &mut self,
+    ) -> Result<Option<crate::config_bootstrapper::NetworkConfig>, NodeError> {
+        use crate::config_bootstrapper::{BootstrapClient, NetworkConfig};
+        let Some(url) = self.bootstrap.clone() else {
+            return Ok(None);
+        };
+        let failed = |reason: String| NodeError::Bootstrap {
+            url: url.clone(),
+            reason,
+        };
+        ensure_private_dir(&self.dir)?;
+        let saved = self.dir.join(BOOTSTRAP_FILE);
+        let client = BootstrapClient::new(&url).map_err(|e| failed(e.to_string()))?;
+        let mut fetched = Err(failed("not attempted".into()));
+        for pause in BOOTSTRAP_ATTEMPTS {
+            match client.fetch().await {
+                Ok(config) => {
+                    fetched = Ok(config);
+                    break;
+                }
+                Err(e) => {
+                    let retry = e.is_retryable();
+                    fetched = Err(failed(e.to_string()));
+                    if !retry || pause.is_zero() {
+                        break;
+                    }
+                    tracing::debug!(error = %e, "bootstrap attempt failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        let config: NetworkConfig = match fetched {
+            Ok(config) => {
+                let json = serde_json::to_vec_pretty(&config)
+                    .map_err(|e| failed(format!("cannot encode the answer: {e}")))?;
+                write_private(&saved, &json).map_err(|source| NodeError::Dir {
+                    path: saved.clone(),
+                    source,
+                })?;
+                config
+            }
+            Err(e) => {
+                let bytes = std::fs::read(&saved).map_err(|_| e)?;
+                let config = serde_json::from_slice(&bytes).map_err(|err| {
+                    failed(format!("saved {} is unreadable: {err}", saved.display()))
+                })?;
+                tracing::warn!(%url, saved = %saved.display(), "bootstrapper unreachable; using the saved configuration");
+                config
+            }
+        };
+        if self.svc.discovery.is_none() {
+            let discovery = config
+                .services
+                .dmsg_discovery
+                .as_ref()
+                .ok_or_else(|| failed("the answer names no dmsg-discovery".into()))?;
+            self.svc.discovery = Some(discovery.url.clone());
+        }
+        Ok(Some(config))
+    }
+
     /// Checks the flags, prepares the directory and the key.
     ///
     /// # Errors
@@ -381,13 +498,14 @@ impl NodeArgs {
 /// # Errors
 ///
 /// [`NodeError`].
-pub fn run_cli(args: NodeArgs) -> Result<(), NodeError> {
-    let config = args.resolve()?;
+pub fn run_cli(mut args: NodeArgs) -> Result<(), NodeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| NodeError::Svc(SvcError::Signals(e)))?;
     runtime.block_on(async {
+        args.bootstrap().await?;
+        let config = args.resolve()?;
         let shutdown = crate::svcmode::shutdown_signal().map_err(SvcError::Signals)?;
         let node = Node::start(config).await?;
         {

@@ -60,6 +60,7 @@ pub use probe::{Health, HealthStatus, Probe, http_probe};
 pub use table::{ComponentRow, NETWORK_FILE, NetworkTable};
 
 use crate::address_resolver::{self, AddressResolver};
+use crate::config_bootstrapper::{BootstrapConfig, Bootstrapper, ScrapeConfig, ServiceUrls};
 use crate::dmsg_discovery::{self, DiscoveryServer, DiscoveryService, DmsgOptions};
 use crate::dmsg_server::{DmsgServer, DmsgServerConfig};
 use crate::node::{self, ControlClient, Node, NodeConfig, NodeError};
@@ -67,6 +68,7 @@ use crate::route_finder::{self, RouteFinderServer};
 use crate::service_discovery::{self, ServiceDiscoveryServer};
 use crate::svcmode::{Mode, SvcConfig, SvcError, SvcServer};
 use crate::transport_discovery::TransportDiscoveryServer;
+use crate::uptime_tracker::{TrackerConfig, UptimeTracker};
 
 /// What a [`StartFn`] returns.
 pub type StartFuture = Pin<Box<dyn Future<Output = Result<Started, UpError>> + Send>>;
@@ -129,6 +131,13 @@ pub fn components() -> Vec<Component> {
             "service-discovery",
             "service-discovery",
             start_service_discovery,
+        ),
+        Component::new("uptime-tracker", "uptime-tracker", start_uptime_tracker),
+        // Last of the services: it serves every earlier one's addresses.
+        Component::new(
+            "config-bootstrapper",
+            "config-bootstrapper",
+            start_config_bootstrapper,
         ),
         Component::new("node", "node", start_node),
     ]
@@ -526,6 +535,44 @@ fn start_service_discovery(mut ctx: ComponentCtx) -> StartFuture {
     Box::pin(async move {
         let config = service_discovery::Config::default();
         let server = ServiceDiscoveryServer::start(ctx.svc_config()?, &config)
+            .await
+            .map_err(|e| ctx.error(e))?;
+        let (http, dmsg) = (server.http_addr(), server.dmsg_addr());
+        Ok(ctx.serve_with(http, dmsg, |stop| server.serve(stop)))
+    })
+}
+
+fn start_uptime_tracker(mut ctx: ComponentCtx) -> StartFuture {
+    Box::pin(async move {
+        let server = UptimeTracker::bind(ctx.svc_config()?, TrackerConfig::default())
+            .await
+            .map_err(|e| ctx.error(e))?;
+        let (http, dmsg) = (server.http_addr(), server.dmsg_addr());
+        Ok(ctx.serve_with(http, dmsg, |stop| server.serve(stop)))
+    })
+}
+
+fn start_config_bootstrapper(mut ctx: ComponentCtx) -> StartFuture {
+    Box::pin(async move {
+        let url = |kind| ctx.http_url_of(kind).ok();
+        let services = ServiceUrls {
+            dmsg_discovery: Some(ctx.discovery_url()?.to_owned()),
+            transport_discovery: url("transport-discovery"),
+            address_resolver: url("address-resolver"),
+            route_finder: url("route-finder"),
+            uptime_tracker: url("uptime-tracker"),
+            service_discovery: url("service-discovery"),
+        };
+        let config = BootstrapConfig {
+            services,
+            // A local network changes quickly; its services are one hop away.
+            scrape: ScrapeConfig {
+                interval: Duration::from_secs(10),
+                ..ScrapeConfig::default()
+            },
+            ..BootstrapConfig::default()
+        };
+        let server = Bootstrapper::bind(ctx.svc_config()?, config)
             .await
             .map_err(|e| ctx.error(e))?;
         let (http, dmsg) = (server.http_addr(), server.dmsg_addr());
