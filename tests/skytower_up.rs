@@ -272,6 +272,33 @@ fn up_runs_a_network_the_operator_commands_work_and_sigterm_stops_it() {
         assert_eq!(health["status"], "ok", "{health}");
     }
 
+    // The config bootstrapper serves every service's URL and DMSG address (as `up` reports
+    // them), so a node can bootstrap over DMSG only.
+    let boot = net.component("config-bootstrapper")["dmsg"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = skytower(&["dmsg", "curl", &format!("dmsg://{boot}/config"), "--dir", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (key, service) in [
+        ("transport_discovery", "transport-discovery"),
+        ("route_finder", "route-finder"),
+        ("address_resolver", "address-resolver"),
+        ("service_discovery", "service-discovery"),
+        ("uptime_tracker", "uptime-tracker"),
+        ("dmsg_discovery", "dmsg-discovery"),
+    ] {
+        let info = &config["services"][key];
+        let row = net.component(service);
+        assert_eq!(
+            info["url"],
+            format!("http://{}", row["http"].as_str().unwrap()),
+            "{key}"
+        );
+        assert_eq!(info["dmsg_address"], row["dmsg"], "{key}: {info}");
+    }
+
     // A fetch that falls back to HTTP: this DMSG address is unknown, the HTTP URL answers.
     let nobody = random_pk();
     let url = format!("dmsg://{nobody}/health");
