@@ -1,6 +1,5 @@
 //! The HTTP API (`docs/api/service-discovery.md`): routes, handlers, and the tower stack.
 
-use std::any::Any;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +15,6 @@ use skytower_layers::check::{CheckFuture, CheckReport, HealthCheck};
 use skytower_layers::health::HealthLayer;
 use skytower_transports::dmsg::wire::Addr;
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use super::directory::{Directory, DirectoryError};
 use super::model::{QueryError, Registration, ServiceQuery, ValidationError};
@@ -81,7 +76,7 @@ pub(crate) fn router(state: AppState, auth: RequireSignatureLayer, health: Healt
     let health = health.check("store", StoreCheck(state.dir.store().clone()));
     let opts = state.opts.clone();
     let signed = |route: MethodRouter<AppState>| route.route_layer(auth.clone());
-    Router::new()
+    let router = Router::new()
         .route("/api/services", get(list).merge(signed(post(register))))
         .route(
             "/api/services/{addr}",
@@ -101,63 +96,15 @@ pub(crate) fn router(state: AppState, auth: RequireSignatureLayer, health: Healt
                 }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(axum::middleware::map_response(json_envelope))
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |_: tower::BoxError| async {
-                        ApiError {
-                            retry_after: Some(Duration::from_secs(1)),
-                            ..ApiError::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "overloaded",
-                                "too many requests in flight",
-                            )
-                        }
-                    },
-                ))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(opts.max_in_flight))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    opts.request_timeout,
-                ))
-                .layer(RequestBodyTimeoutLayer::new(opts.request_timeout))
-                .layer(RequestBodyLimitLayer::new(opts.max_body)),
-        )
-}
-
-fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
-    ApiError::internal("handler panicked").into_response()
-}
-
-/// Gives the error responses made by layers and axum (413, 408, 405, 404…) the JSON envelope.
-async fn json_envelope(res: Response) -> Response {
-    let status = res.status();
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return res;
-    }
-    let (code, message) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "request body too large"),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "request timed out"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
-        StatusCode::NOT_FOUND => ("not_found", "no such route"),
-        s if s.is_client_error() => ("bad_request", "bad request"),
-        _ => ("internal", "internal error"),
-    };
-    let mut out = ApiError::new(status, code, message).into_response();
-    for name in [header::ALLOW, header::RETRY_AFTER] {
-        if let Some(v) = res.headers().get(&name) {
-            out.headers_mut().insert(name, v.clone());
-        }
-    }
-    out
+        .with_state(state);
+    crate::http_stack::wrap(
+        router,
+        crate::http_stack::StackLimits {
+            max_in_flight: opts.max_in_flight,
+            request_timeout: opts.request_timeout,
+            max_body: opts.max_body,
+        },
+    )
 }
 
 fn parse_addr(s: &str) -> Result<Addr, ApiError> {

@@ -3,96 +3,29 @@
 //! (503 `overloaded`), the request deadline (408), the body read deadline and the body size
 //! limit (413), plus a JSON 404 fallback and helpers to read bodies and parse JSON.
 
-use std::any::Any;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
-use http::{StatusCode, header};
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::api::ApiError;
 
-/// Limits of the stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct StackLimits {
-    pub(crate) max_body: usize,
-    pub(crate) request_timeout: Duration,
-    pub(crate) max_in_flight: usize,
-}
+pub(crate) use crate::http_stack::StackLimits;
 
-/// Wraps `router` (whose state is already set) in the stack; `trace` adds tower-http's trace
-/// layer outermost (off under the service mode, which has its own).
+/// Wraps `router` (whose state is already set) in the shared stack ([`crate::http_stack`])
+/// with a JSON 404 fallback; `trace` adds tower-http's trace layer outermost (off under the
+/// service mode, which has its own).
 pub(crate) fn wrap(router: Router, limits: StackLimits, trace: bool) -> Router {
-    let router = router
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(axum::middleware::map_response(json_envelope))
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |_: tower::BoxError| async {
-                        ApiError {
-                            retry_after: Some(Duration::from_secs(1)),
-                            ..ApiError::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "overloaded",
-                                "too many requests in flight",
-                            )
-                        }
-                    },
-                ))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    limits.request_timeout,
-                ))
-                .layer(RequestBodyTimeoutLayer::new(limits.request_timeout))
-                .layer(RequestBodyLimitLayer::new(limits.max_body)),
-        );
+    let router = crate::http_stack::wrap(
+        router.fallback(|| async { ApiError::not_found("no such route") }),
+        limits,
+    );
     if trace {
         router.layer(TraceLayer::new_for_http())
     } else {
         router
     }
-}
-
-fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
-    ApiError::internal("handler panicked").into_response()
-}
-
-/// Gives the error responses made by layers (413, 408, 405...) the JSON envelope.
-async fn json_envelope(res: Response) -> Response {
-    let status = res.status();
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return res;
-    }
-    let (code, message) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "request body too large"),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "request timed out"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
-        StatusCode::NOT_FOUND => ("not_found", "no such route"),
-        s if s.is_client_error() => ("bad_request", "bad request"),
-        _ => ("internal", "internal error"),
-    };
-    let mut out = ApiError::new(status, code, message).into_response();
-    for name in [header::ALLOW, header::RETRY_AFTER] {
-        if let Some(v) = res.headers().get(&name) {
-            out.headers_mut().insert(name, v.clone());
-        }
-    }
-    out
 }
 
 /// Reads a body of at most `max` bytes (413 `body_too_large` beyond).
