@@ -263,17 +263,26 @@ impl<T> NoiseStream<T> {
         if self.wplain.is_empty() {
             return Ok(());
         }
-        let len = self.wplain.len() + TAG_LEN;
+        let plain = std::mem::take(&mut self.wplain);
+        let sealed = self.seal_from(&plain);
+        self.wplain = plain;
+        self.wplain.clear();
+        sealed
+    }
+
+    /// Seals `plain` (at most `MAX_PAYLOAD` bytes) into a frame appended to `wcipher`.
+    fn seal_from(&mut self, plain: &[u8]) -> io::Result<()> {
+        debug_assert!(plain.len() <= MAX_PAYLOAD);
+        let len = plain.len() + TAG_LEN;
         let start = self.wcipher.len();
         self.wcipher.resize(start + PREFIX + len, 0);
-        // `len` ≤ MAX_MESSAGE because `wplain` never exceeds MAX_PAYLOAD.
+        // `len` ≤ MAX_MESSAGE because `plain` never exceeds MAX_PAYLOAD.
         self.wcipher[start..start + PREFIX].copy_from_slice(&(len as u16).to_be_bytes());
         let n = self
             .state
-            .write_message(&self.wplain, &mut self.wcipher[start + PREFIX..])
+            .write_message(plain, &mut self.wcipher[start + PREFIX..])
             .map_err(|e| io::Error::other(NoiseError::Handshake(e)))?;
         debug_assert_eq!(n, len);
-        self.wplain.clear();
         Ok(())
     }
 }
@@ -308,9 +317,11 @@ impl<T: AsyncRead + Unpin> NoiseStream<T> {
             return Ok(None);
         }
         let frame = &self.rbuf[self.rstart + PREFIX..self.rstart + PREFIX + len];
-        let plain_len = len - TAG_LEN;
-        let written = if out.remaining() >= plain_len {
-            let dst = out.initialize_unfilled_to(plain_len);
+        // The output slice handed to snow is as long as the ciphertext (tag included): snow's
+        // ring ciphers then copy the ciphertext there once and open it in place, where a slice
+        // of only the plaintext's length makes them allocate and copy a temporary per frame.
+        let written = if out.remaining() >= len {
+            let dst = out.initialize_unfilled_to(len);
             let n = self
                 .state
                 .read_message(frame, dst)
@@ -318,7 +329,7 @@ impl<T: AsyncRead + Unpin> NoiseStream<T> {
             out.advance(n);
             n
         } else {
-            self.plain.resize(plain_len, 0);
+            self.plain.resize(len, 0);
             let n = self
                 .state
                 .read_message(frame, &mut self.plain)
@@ -399,6 +410,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for NoiseStream<T> {
         // Keep at most one sealed frame queued; push it out opportunistically.
         if !this.wcipher.is_empty() {
             ready!(this.poll_drain(cx))?;
+        }
+        if this.wplain.is_empty() && buf.len() >= MAX_PAYLOAD {
+            // A whole frame's worth: seal it straight from the caller's buffer (one copy less).
+            this.seal_from(&buf[..MAX_PAYLOAD])?;
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(MAX_PAYLOAD));
         }
         let n = buf.len().min(MAX_PAYLOAD - this.wplain.len());
         this.wplain.extend_from_slice(&buf[..n]);
@@ -541,6 +560,55 @@ mod tests {
             got.extend_from_slice(&one[..n]);
         }
         assert_eq!(got, b"abcdefghij");
+    }
+
+    #[tokio::test]
+    async fn reads_sized_around_the_frame_length_see_every_byte() {
+        // A reader's buffer can be smaller than the plaintext, between plaintext and ciphertext
+        // length, or larger: each path (via the plaintext buffer or straight into the caller's
+        // buffer) must deliver the same bytes.
+        for read_size in [99, 100, 101, 115, 116, 117, 4096] {
+            let (a, b) = duplex(1 << 20);
+            let (mut c, mut s) = pair(a, b).await;
+            let data: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+            for chunk in data.chunks(100) {
+                c.write_all(chunk).await.unwrap();
+                c.flush().await.unwrap();
+            }
+            c.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; read_size];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got, data, "read size {read_size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn large_writes_seal_full_frames_from_the_callers_buffer() {
+        // A write of more than a frame is sealed straight from the caller's buffer; the frames
+        // and the bytes must be the same as through the coalescing buffer.
+        let (a, b) = duplex(1 << 20);
+        let (mut c, mut s) = pair(a, b).await;
+        let data: Vec<u8> = (0..(2 * MAX_PAYLOAD + 77) as u32)
+            .map(|i| (i * 7 + i / 255) as u8)
+            .collect();
+        let expected = data.clone();
+        let writer = tokio::spawn(async move {
+            c.write_all(&data[..5]).await.unwrap(); // coalesced with the next write
+            c.write_all(&data[5..]).await.unwrap();
+            c.shutdown().await.unwrap();
+            c
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert!(got == expected);
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]
