@@ -71,6 +71,8 @@ impl From<Format> for KeyFormat {
 }
 
 fn main() -> ExitCode {
+    // Fewer page faults per relayed byte (glibc only; see `transports::malloc`).
+    skytower::transports::malloc::tune();
     skytower::services::cli::init_logging();
     let cli = Cli::parse();
     match run(cli) {
