@@ -155,7 +155,7 @@ fn builder<'a>(
     let params = protocol_name("XK", cipher)
         .parse()
         .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))?;
-    snow::Builder::new(params)
+    snow::Builder::with_resolver(params, super::dh::resolver(None))
         .local_private_key(key)
         .and_then(|b| b.prologue(preamble))
         .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))

@@ -87,10 +87,13 @@ fn kk(
     let secret = local.noise_secret();
     let remote = remote.noise_public();
     let prologue = prologue(src, dst);
-    let b = snow::Builder::new(protocol_name("KK", cipher).parse()?)
-        .local_private_key(secret.as_bytes())?
-        .remote_public_key(&remote)?
-        .prologue(&prologue)?;
+    let b = snow::Builder::with_resolver(
+        protocol_name("KK", cipher).parse()?,
+        super::dh::resolver(Some(remote)),
+    )
+    .local_private_key(secret.as_bytes())?
+    .remote_public_key(&remote)?
+    .prologue(&prologue)?;
     if initiator {
         b.build_initiator()
     } else {

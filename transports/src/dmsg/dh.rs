@@ -1,0 +1,383 @@
+//! X25519 for snow, faster where a DMSG handshake spends its time (`docs/protocol.md` §2.2,
+//! §3.3). The results are bit-for-bit those of snow's own X25519; only the cost changes:
+//!
+//! - **Base-point multiplications** (deriving our static public key from the private key, which
+//!   snow does on every handshake, and generating ephemeral keys) use curve25519-dalek's
+//!   precomputed Edwards basepoint table (`MontgomeryPoint::mul_base_clamped`, about 3× faster
+//!   than the Montgomery ladder snow's default resolver runs).
+//! - **The static-static DH** of a Noise KK stream handshake (`ss`, our static key with the
+//!   peer's static key) is deterministic, so it is memoised per `(our public key, peer public
+//!   key)` in a small process-wide table: a second stream between the same two identities skips
+//!   one X25519 on each side. The table is bounded ([`MEMO_CAPACITY`] entries, allocated once),
+//!   its secrets are zeroized when evicted or replaced, and only DH results with the peer's
+//!   *static* key are kept: anything involving an ephemeral key is computed and forgotten, so
+//!   the forward secrecy of the ephemeral exchanges is untouched.
+//!
+//! The other primitives (hash, AEAD, randomness) come from snow's usual resolvers (ring first,
+//! then snow's defaults).
+//!
+//! ```
+//! use skytower_transports::dmsg::dh::resolver;
+//!
+//! let params: snow::params::NoiseParams = "Noise_NN_25519_ChaChaPoly_BLAKE2s".parse().unwrap();
+//! let mut i = snow::Builder::with_resolver(params.clone(), resolver(None)).build_initiator().unwrap();
+//! let mut r = snow::Builder::with_resolver(params, resolver(None)).build_responder().unwrap();
+//! let (mut msg, mut payload) = ([0u8; 128], [0u8; 128]);
+//! let n = i.write_message(&[], &mut msg).unwrap();
+//! r.read_message(&msg[..n], &mut payload).unwrap();
+//! let n = r.write_message(&[], &mut msg).unwrap();
+//! i.read_message(&msg[..n], &mut payload).unwrap();
+//! assert_eq!(i.get_handshake_hash(), r.get_handshake_hash());
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use curve25519_dalek::montgomery::MontgomeryPoint;
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::resolvers::{BoxedCryptoResolver, CryptoResolver, DefaultResolver, FallbackResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use zeroize::{Zeroize, Zeroizing};
+
+/// Most static-static DH results remembered at once (one per pair of identities).
+pub const MEMO_CAPACITY: usize = 256;
+
+/// A snow resolver with the fast X25519 of this module. `remote_static` is the peer's static
+/// X25519 key when the pattern has one known in advance (KK: both sides); DH results with it,
+/// from our static key, are memoised. `None` memoises nothing.
+pub fn resolver(remote_static: Option<[u8; 32]>) -> BoxedCryptoResolver {
+    Box::new(Resolver {
+        remote_static,
+        others: FallbackResolver::new(
+            Box::new(snow::resolvers::RingResolver),
+            Box::new(DefaultResolver),
+        ),
+    })
+}
+
+struct Resolver {
+    remote_static: Option<[u8; 32]>,
+    others: FallbackResolver,
+}
+
+impl CryptoResolver for Resolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        self.others.resolve_rng()
+    }
+
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        match choice {
+            DHChoice::Curve25519 => Some(Box::new(X25519 {
+                private: Zeroizing::new([0; 32]),
+                public: [0; 32],
+                is_static: false,
+                remote_static: self.remote_static,
+            })),
+            #[allow(unreachable_patterns)]
+            _ => self.others.resolve_dh(choice),
+        }
+    }
+
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        self.others.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        self.others.resolve_cipher(choice)
+    }
+}
+
+/// One X25519 key pair in a handshake (ours: static or ephemeral).
+struct X25519 {
+    private: Zeroizing<[u8; 32]>,
+    public: [u8; 32],
+    /// Set through `set` (a static key) rather than `generate` (an ephemeral one).
+    is_static: bool,
+    remote_static: Option<[u8; 32]>,
+}
+
+impl X25519 {
+    fn derive_public(&mut self) {
+        self.public = MontgomeryPoint::mul_base_clamped(*self.private).to_bytes();
+    }
+
+    fn ladder(&self, remote: [u8; 32]) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(
+            MontgomeryPoint(remote)
+                .mul_clamped(*self.private)
+                .to_bytes(),
+        )
+    }
+}
+
+impl Dh for X25519 {
+    fn name(&self) -> &'static str {
+        "25519"
+    }
+
+    fn pub_len(&self) -> usize {
+        32
+    }
+
+    fn priv_len(&self) -> usize {
+        32
+    }
+
+    fn set(&mut self, privkey: &[u8]) {
+        let n = privkey.len().min(32);
+        self.private.zeroize();
+        self.private[..n].copy_from_slice(&privkey[..n]);
+        self.is_static = true;
+        self.derive_public();
+    }
+
+    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
+        rng.try_fill_bytes(&mut self.private[..])?;
+        self.is_static = false;
+        self.derive_public();
+        Ok(())
+    }
+
+    fn pubkey(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn privkey(&self) -> &[u8] {
+        &self.private[..]
+    }
+
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        let remote: [u8; 32] = pubkey
+            .get(..32)
+            .and_then(|k| k.try_into().ok())
+            .ok_or(snow::Error::Dh)?;
+        let shared = if self.is_static && self.remote_static == Some(remote) {
+            memo_get_or_insert(self.public, remote, || self.ladder(remote))
+        } else {
+            self.ladder(remote)
+        };
+        out.get_mut(..32)
+            .ok_or(snow::Error::Dh)?
+            .copy_from_slice(&shared[..]);
+        Ok(())
+    }
+}
+
+/// `(our public key, their public key)`.
+type Pair = ([u8; 32], [u8; 32]);
+
+/// The static-static DH results: `(our public, their public) → shared secret`, at most
+/// `capacity` of them.
+struct Memo {
+    map: HashMap<Pair, Zeroizing<[u8; 32]>>,
+    capacity: usize,
+}
+
+impl Memo {
+    fn new(capacity: usize) -> Memo {
+        Memo {
+            // Allocated once at full size: the table never grows, so secrets are never left
+            // behind in a freed, smaller table.
+            map: HashMap::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    fn get(&self, key: &Pair) -> Option<Zeroizing<[u8; 32]>> {
+        self.map.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: Pair, shared: Zeroizing<[u8; 32]>) {
+        if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
+            // Evict one entry (HashMap order is arbitrary); its secret is zeroized on drop.
+            if let Some(old) = self.map.keys().next().copied() {
+                self.map.remove(&old);
+            }
+        }
+        self.map.insert(key, shared);
+    }
+}
+
+fn memo() -> &'static Mutex<Memo> {
+    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
+    MEMO.get_or_init(|| Mutex::new(Memo::new(MEMO_CAPACITY)))
+}
+
+fn memo_get_or_insert(
+    ours: [u8; 32],
+    theirs: [u8; 32],
+    compute: impl FnOnce() -> Zeroizing<[u8; 32]>,
+) -> Zeroizing<[u8; 32]> {
+    let key = (ours, theirs);
+    if let Some(shared) = memo().lock().ok().and_then(|m| m.get(&key)) {
+        return shared;
+    }
+    // Computed outside the lock (tens of µs). A poisoned lock only disables the memo.
+    let shared = compute();
+    if let Ok(mut memo) = memo().lock() {
+        memo.insert(key, shared.clone());
+    }
+    shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KK: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
+
+    struct Keys {
+        private: [u8; 32],
+        public: [u8; 32],
+    }
+
+    fn keypair() -> Keys {
+        let kp = snow::Builder::new(KK.parse().unwrap())
+            .generate_keypair()
+            .unwrap();
+        Keys {
+            private: kp.private.try_into().unwrap(),
+            public: kp.public.try_into().unwrap(),
+        }
+    }
+
+    /// Runs KK between `a` (initiator) and `b`, each side with either resolver; returns both
+    /// handshake hashes and a transport message from a to b decrypted by b.
+    fn kk(a: &Keys, b: &Keys, fast_a: bool, fast_b: bool) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let params: snow::params::NoiseParams = KK.parse().unwrap();
+        let builder = |fast: bool, remote: [u8; 32]| {
+            if fast {
+                snow::Builder::with_resolver(params.clone(), resolver(Some(remote)))
+            } else {
+                snow::Builder::new(params.clone())
+            }
+        };
+        let mut i = builder(fast_a, b.public)
+            .local_private_key(&a.private)
+            .unwrap()
+            .remote_public_key(&b.public)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut r = builder(fast_b, a.public)
+            .local_private_key(&b.private)
+            .unwrap()
+            .remote_public_key(&a.public)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let (mut msg, mut payload) = ([0u8; 256], [0u8; 256]);
+        let n = i.write_message(b"one", &mut msg).unwrap();
+        r.read_message(&msg[..n], &mut payload).unwrap();
+        let n = r.write_message(b"two", &mut msg).unwrap();
+        i.read_message(&msg[..n], &mut payload).unwrap();
+        let (hi, hr) = (
+            i.get_handshake_hash().to_vec(),
+            r.get_handshake_hash().to_vec(),
+        );
+        let mut ti = i.into_transport_mode().unwrap();
+        let mut tr = r.into_transport_mode().unwrap();
+        let n = ti.write_message(b"transport", &mut msg).unwrap();
+        let m = tr.read_message(&msg[..n], &mut payload).unwrap();
+        (hi, hr, payload[..m].to_vec())
+    }
+
+    #[test]
+    fn interoperates_with_snows_own_x25519_in_every_combination() {
+        let (a, b) = (keypair(), keypair());
+        for (fa, fb) in [(true, true), (true, false), (false, true), (false, false)] {
+            let (hi, hr, got) = kk(&a, &b, fa, fb);
+            assert_eq!(hi, hr, "fast a {fa}, fast b {fb}");
+            assert_eq!(got, b"transport");
+        }
+    }
+
+    #[test]
+    fn public_keys_and_dh_match_the_montgomery_ladder() {
+        let k = keypair();
+        let mut dh = X25519 {
+            private: Zeroizing::new([0; 32]),
+            public: [0; 32],
+            is_static: false,
+            remote_static: None,
+        };
+        dh.set(&k.private);
+        assert_eq!(dh.pubkey(), k.public);
+        let peer = keypair();
+        let mut out = [0u8; 32];
+        dh.dh(&peer.public, &mut out).unwrap();
+        let expected = MontgomeryPoint(peer.public)
+            .mul_clamped(k.private)
+            .to_bytes();
+        assert_eq!(out, expected);
+        // A short public key is a DH error, not a panic.
+        assert!(matches!(dh.dh(&[9u8; 31], &mut out), Err(snow::Error::Dh)));
+    }
+
+    #[test]
+    fn only_static_static_results_are_memoised_and_they_are_right() {
+        let (a, b) = (keypair(), keypair());
+        let first = kk(&a, &b, true, true);
+        let entry = |ours: [u8; 32], theirs: [u8; 32]| memo().lock().unwrap().get(&(ours, theirs));
+        // Each side memoised the pair's static-static secret: the same secret, and the right one.
+        let expected = MontgomeryPoint(b.public).mul_clamped(a.private).to_bytes();
+        assert_eq!(entry(a.public, b.public).as_deref(), Some(&expected));
+        assert_eq!(entry(b.public, a.public).as_deref(), Some(&expected));
+        // Nothing keyed by either side's ephemeral keys: every entry with `a` as ours is for `b`.
+        let keys: Vec<_> = memo().lock().unwrap().map.keys().copied().collect();
+        assert!(
+            keys.iter()
+                .filter(|(ours, _)| *ours == a.public)
+                .all(|(_, theirs)| *theirs == b.public)
+        );
+        // Memoised handshakes still agree with a side that computes everything.
+        let (hi, hr, got) = kk(&a, &b, true, false);
+        assert_eq!(hi, hr);
+        assert_eq!(got, b"transport");
+        // Fresh ephemerals: the handshake hash differs from the first run.
+        assert_ne!(first.0, hi);
+    }
+
+    #[test]
+    fn the_memo_is_bounded_and_replaces_entries() {
+        let mut memo = Memo::new(8);
+        let ours = [1u8; 32];
+        for i in 0..20u8 {
+            memo.insert((ours, [i; 32]), Zeroizing::new([i; 32]));
+            assert!(memo.map.len() <= 8);
+        }
+        assert_eq!(memo.map.len(), 8);
+        assert_eq!(memo.get(&(ours, [19; 32])).as_deref(), Some(&[19u8; 32]));
+        // Re-inserting an existing key at capacity evicts nothing.
+        let before: Vec<_> = memo.map.keys().copied().collect();
+        memo.insert((ours, [19; 32]), Zeroizing::new([19; 32]));
+        assert!(before.iter().all(|k| memo.map.contains_key(k)));
+    }
+
+    #[test]
+    fn a_wrong_remote_static_is_not_memoised_under_the_right_key() {
+        // The memo key includes the peer's public key: a handshake against another key computes
+        // (and fails) rather than reusing the pair's secret.
+        let (a, b, c) = (keypair(), keypair(), keypair());
+        let _ = kk(&a, &b, true, true);
+        let params: snow::params::NoiseParams = KK.parse().unwrap();
+        // a believes it talks to b, but c answers with its own static key.
+        let mut i = snow::Builder::with_resolver(params.clone(), resolver(Some(b.public)))
+            .local_private_key(&a.private)
+            .unwrap()
+            .remote_public_key(&b.public)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut r = snow::Builder::with_resolver(params, resolver(Some(a.public)))
+            .local_private_key(&c.private)
+            .unwrap()
+            .remote_public_key(&a.public)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let (mut msg, mut payload) = ([0u8; 256], [0u8; 256]);
+        let n = i.write_message(&[], &mut msg).unwrap();
+        assert!(r.read_message(&msg[..n], &mut payload).is_err());
+    }
+}
