@@ -20,8 +20,8 @@
 //! use skytower_transports::dmsg::dh::resolver;
 //!
 //! let params: snow::params::NoiseParams = "Noise_NN_25519_ChaChaPoly_BLAKE2s".parse().unwrap();
-//! let mut i = snow::Builder::with_resolver(params.clone(), resolver(None)).build_initiator().unwrap();
-//! let mut r = snow::Builder::with_resolver(params, resolver(None)).build_responder().unwrap();
+//! let mut i = snow::Builder::with_resolver(params.clone(), resolver(None, None)).build_initiator().unwrap();
+//! let mut r = snow::Builder::with_resolver(params, resolver(None, None)).build_responder().unwrap();
 //! let (mut msg, mut payload) = ([0u8; 128], [0u8; 128]);
 //! let n = i.write_message(&[], &mut msg).unwrap();
 //! r.read_message(&msg[..n], &mut payload).unwrap();
@@ -42,11 +42,22 @@ use zeroize::{Zeroize, Zeroizing};
 /// Most static-static DH results remembered at once (one per pair of identities).
 pub const MEMO_CAPACITY: usize = 256;
 
-/// A snow resolver with the fast X25519 of this module. `remote_static` is the peer's static
-/// X25519 key when the pattern has one known in advance (KK: both sides); DH results with it,
-/// from our static key, are memoised. `None` memoises nothing.
-pub fn resolver(remote_static: Option<[u8; 32]>) -> BoxedCryptoResolver {
+/// A snow resolver with the fast X25519 of this module.
+///
+/// - `local_static`: our static X25519 *public* key when the caller already knows it (a
+///   skytower identity carries it: `PublicKey::noise_public`), so that snow's `set` of the
+///   private key costs nothing. It must be the public key of the private key given to
+///   `snow::Builder::local_private_key` (checked in debug builds); a wrong one makes every
+///   handshake fail, it cannot make one succeed. `None` derives it.
+/// - `remote_static`: the peer's static X25519 key when the pattern has one known in advance
+///   (KK: both sides); DH results with it, from our static key, are memoised. `None` memoises
+///   nothing.
+pub fn resolver(
+    local_static: Option<[u8; 32]>,
+    remote_static: Option<[u8; 32]>,
+) -> BoxedCryptoResolver {
     Box::new(Resolver {
+        local_static,
         remote_static,
         others: FallbackResolver::new(
             Box::new(snow::resolvers::RingResolver),
@@ -56,6 +67,7 @@ pub fn resolver(remote_static: Option<[u8; 32]>) -> BoxedCryptoResolver {
 }
 
 struct Resolver {
+    local_static: Option<[u8; 32]>,
     remote_static: Option<[u8; 32]>,
     others: FallbackResolver,
 }
@@ -71,6 +83,7 @@ impl CryptoResolver for Resolver {
                 private: Zeroizing::new([0; 32]),
                 public: [0; 32],
                 is_static: false,
+                known_public: self.local_static,
                 remote_static: self.remote_static,
             })),
             #[allow(unreachable_patterns)]
@@ -93,6 +106,8 @@ struct X25519 {
     public: [u8; 32],
     /// Set through `set` (a static key) rather than `generate` (an ephemeral one).
     is_static: bool,
+    /// The public key of the private key `set` will receive, if known.
+    known_public: Option<[u8; 32]>,
     remote_static: Option<[u8; 32]>,
 }
 
@@ -128,7 +143,17 @@ impl Dh for X25519 {
         self.private.zeroize();
         self.private[..n].copy_from_slice(&privkey[..n]);
         self.is_static = true;
-        self.derive_public();
+        match self.known_public {
+            Some(public) => {
+                self.public = public;
+                debug_assert_eq!(
+                    public,
+                    MontgomeryPoint::mul_base_clamped(*self.private).to_bytes(),
+                    "known static public key does not match the private key"
+                );
+            }
+            None => self.derive_public(),
+        }
     }
 
     fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
@@ -247,7 +272,7 @@ mod tests {
         let params: snow::params::NoiseParams = KK.parse().unwrap();
         let builder = |fast: bool, remote: [u8; 32]| {
             if fast {
-                snow::Builder::with_resolver(params.clone(), resolver(Some(remote)))
+                snow::Builder::with_resolver(params.clone(), resolver(None, Some(remote)))
             } else {
                 snow::Builder::new(params.clone())
             }
@@ -299,6 +324,7 @@ mod tests {
             private: Zeroizing::new([0; 32]),
             public: [0; 32],
             is_static: false,
+            known_public: None,
             remote_static: None,
         };
         dh.set(&k.private);
@@ -362,14 +388,15 @@ mod tests {
         let _ = kk(&a, &b, true, true);
         let params: snow::params::NoiseParams = KK.parse().unwrap();
         // a believes it talks to b, but c answers with its own static key.
-        let mut i = snow::Builder::with_resolver(params.clone(), resolver(Some(b.public)))
-            .local_private_key(&a.private)
-            .unwrap()
-            .remote_public_key(&b.public)
-            .unwrap()
-            .build_initiator()
-            .unwrap();
-        let mut r = snow::Builder::with_resolver(params, resolver(Some(a.public)))
+        let mut i =
+            snow::Builder::with_resolver(params.clone(), resolver(Some(a.public), Some(b.public)))
+                .local_private_key(&a.private)
+                .unwrap()
+                .remote_public_key(&b.public)
+                .unwrap()
+                .build_initiator()
+                .unwrap();
+        let mut r = snow::Builder::with_resolver(params, resolver(None, Some(a.public)))
             .local_private_key(&c.private)
             .unwrap()
             .remote_public_key(&a.public)

@@ -89,7 +89,7 @@ fn kk(
     let prologue = prologue(src, dst);
     let b = snow::Builder::with_resolver(
         protocol_name("KK", cipher).parse()?,
-        super::dh::resolver(Some(remote)),
+        super::dh::resolver(Some(local.public_key().noise_public()), Some(remote)),
     )
     .local_private_key(secret.as_bytes())?
     .remote_public_key(&remote)?

@@ -22,6 +22,8 @@ use super::signature::{Signature, SigningContext};
 /// * Signs only through [`sign`](Self::sign), i.e. always domain-separated.
 pub struct SecretKey {
     signing: SigningKey,
+    /// The public key, derived once (its X25519 form costs a field inversion).
+    public: PublicKey,
 }
 
 impl SecretKey {
@@ -36,9 +38,7 @@ impl SecretKey {
     pub fn generate() -> Result<Self, RandomError> {
         let mut seed = Zeroizing::new([0u8; Self::LEN]);
         getrandom::fill(seed.as_mut_slice()).map_err(RandomError::new)?;
-        Ok(Self {
-            signing: SigningKey::from_bytes(&seed),
-        })
+        Ok(Self::from_signing(SigningKey::from_bytes(&seed)))
     }
 
     /// Imports a key from the 64-hex-character encoding of its 32-byte seed.
@@ -54,9 +54,7 @@ impl SecretKey {
         let mut seed = Zeroizing::new([0u8; Self::LEN]);
         hex::decode_into(hex_seed, seed.as_mut_slice(), Case::Any)
             .map_err(SecretKeyError::from_hex)?;
-        Ok(Self {
-            signing: SigningKey::from_bytes(&seed),
-        })
+        Ok(Self::from_signing(SigningKey::from_bytes(&seed)))
     }
 
     /// Exports the 32-byte seed as 64 lowercase hex characters, in a string that is zeroized
@@ -71,10 +69,15 @@ impl SecretKey {
         out
     }
 
+    fn from_signing(signing: SigningKey) -> Self {
+        let public = PublicKey::from_verifying_key(&signing.verifying_key());
+        Self { signing, public }
+    }
+
     /// The public key (the identity's address).
     #[must_use]
     pub fn public_key(&self) -> PublicKey {
-        PublicKey::from_verifying_key(&self.signing.verifying_key())
+        self.public
     }
 
     /// Signs `msg` under `context`.
