@@ -116,7 +116,10 @@ impl X25519 {
         self.public = MontgomeryPoint::mul_base_clamped(*self.private).to_bytes();
     }
 
-    fn ladder(&self, remote: [u8; 32]) -> Zeroizing<[u8; 32]> {
+    /// X25519(our private key, `remote`) with curve25519-dalek's Montgomery ladder (the path
+    /// through the Edwards form and the vectorised multiplication measured only ~8 % faster on
+    /// this EPYC: not worth a second code path).
+    fn shared(&self, remote: [u8; 32]) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(
             MontgomeryPoint(remote)
                 .mul_clamped(*self.private)
@@ -177,9 +180,9 @@ impl Dh for X25519 {
             .and_then(|k| k.try_into().ok())
             .ok_or(snow::Error::Dh)?;
         let shared = if self.is_static && self.remote_static == Some(remote) {
-            memo_get_or_insert(self.public, remote, || self.ladder(remote))
+            memo_get_or_insert(self.public, remote, || self.shared(remote))
         } else {
-            self.ladder(remote)
+            self.shared(remote)
         };
         out.get_mut(..32)
             .ok_or(snow::Error::Dh)?
@@ -338,6 +341,32 @@ mod tests {
         assert_eq!(out, expected);
         // A short public key is a DH error, not a panic.
         assert!(matches!(dh.dh(&[9u8; 31], &mut out), Err(snow::Error::Dh)));
+    }
+
+    fn dh_with(private: [u8; 32]) -> X25519 {
+        X25519 {
+            private: Zeroizing::new(private),
+            public: [0; 32],
+            is_static: false,
+            known_public: None,
+            remote_static: None,
+        }
+    }
+
+    #[test]
+    fn shared_secret_matches_rfc_7748() {
+        // RFC 7748 §5.2, first test vector (byte strings as printed there).
+        let bytes = |hex: &str| {
+            let mut out = [0u8; 32];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+            }
+            out
+        };
+        let scalar = bytes("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
+        let u = bytes("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c");
+        let expected = bytes("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552");
+        assert_eq!(*dh_with(scalar).shared(u), expected);
     }
 
     #[test]
