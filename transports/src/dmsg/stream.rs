@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::cipher::{Cipher, protocol_name};
 use super::mux::{MuxError, MuxStream, Opener};
-use super::noise::{MAX_MESSAGE, NoiseStream};
+use super::noise::NoiseStream;
 use super::ports::{PortError, PortGuard, Ports};
 use super::replay::{ReplayError, ReplayGuard, unix_ms_now};
 use super::wire::{
@@ -155,7 +155,8 @@ pub(crate) async fn dial(
             "the server cannot accept for the destination",
         ));
     }
-    let mut payload = vec![0u8; MAX_MESSAGE];
+    // A payload is never longer than its message (at most MAX_NOISE_LEN bytes).
+    let mut payload = vec![0u8; r.noise.len()];
     hs.read_message(&r.noise, &mut payload)
         .map_err(DialError::Noise)?;
     let transport = hs.into_transport_mode().map_err(DialError::Noise)?;
@@ -276,7 +277,7 @@ pub(crate) async fn accept(
         return Err(InboundError::Refused(Code::Malformed));
     };
     let handshake = kk(local, &req.src.pk, &req.src, &req.dst, false, cipher).and_then(|mut hs| {
-        let mut payload = vec![0u8; MAX_MESSAGE];
+        let mut payload = vec![0u8; req.noise.len()];
         hs.read_message(&req.noise, &mut payload)?;
         Ok(hs)
     });
