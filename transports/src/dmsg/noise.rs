@@ -30,7 +30,6 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Largest Noise message (the whole frame body): 65 535 bytes.
@@ -214,20 +213,31 @@ pub struct NoiseStream<T> {
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
-    /// Decrypted plaintext not yet handed to the reader.
-    plain: BytesMut,
+    /// Decrypted plaintext not yet handed to the reader: `pbuf[pstart..pend]`. Like `rbuf`,
+    /// allocated and zeroed once, when a frame first has to be decrypted here (the reader's
+    /// buffer was too small for it), then reused without re-zeroing.
+    pbuf: Vec<u8>,
+    pstart: usize,
+    pend: usize,
     /// Plaintext written but not yet sealed (at most `MAX_PAYLOAD`).
     wplain: Vec<u8>,
-    /// Sealed frames not yet written to `inner`.
-    wcipher: BytesMut,
+    /// The sealed frame not yet written to `inner`: `wbuf[wstart..wend]`. At most one frame is
+    /// queued (every seal first drains the previous one), so the buffer is one frame long,
+    /// allocated and zeroed on the first seal and reused.
+    wbuf: Vec<u8>,
+    wstart: usize,
+    wend: usize,
     read_eof: bool,
 }
 
 impl<T> std::fmt::Debug for NoiseStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NoiseStream")
-            .field("buffered_read", &self.plain.len())
-            .field("buffered_write", &(self.wplain.len() + self.wcipher.len()))
+            .field("buffered_read", &(self.pend - self.pstart))
+            .field(
+                "buffered_write",
+                &(self.wplain.len() + self.wend - self.wstart),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -241,9 +251,13 @@ impl<T> NoiseStream<T> {
             rbuf: Vec::new(),
             rstart: 0,
             rend: 0,
-            plain: BytesMut::new(),
+            pbuf: Vec::new(),
+            pstart: 0,
+            pend: 0,
             wplain: Vec::with_capacity(MAX_PAYLOAD),
-            wcipher: BytesMut::new(),
+            wbuf: Vec::new(),
+            wstart: 0,
+            wend: 0,
             read_eof: false,
         }
     }
@@ -258,7 +272,7 @@ impl<T> NoiseStream<T> {
         self.state.get_remote_static()
     }
 
-    /// Seals the pending plaintext into a frame appended to `wcipher`.
+    /// Seals the pending plaintext into the (empty) outgoing frame buffer.
     fn seal(&mut self) -> io::Result<()> {
         if self.wplain.is_empty() {
             return Ok(());
@@ -270,19 +284,24 @@ impl<T> NoiseStream<T> {
         sealed
     }
 
-    /// Seals `plain` (at most `MAX_PAYLOAD` bytes) into a frame appended to `wcipher`.
+    /// Seals `plain` (at most `MAX_PAYLOAD` bytes) into the outgoing frame buffer, which must
+    /// be empty (drained).
     fn seal_from(&mut self, plain: &[u8]) -> io::Result<()> {
         debug_assert!(plain.len() <= MAX_PAYLOAD);
+        debug_assert_eq!(self.wstart, self.wend, "a sealed frame is still queued");
+        if self.wbuf.is_empty() {
+            self.wbuf = vec![0u8; PREFIX + MAX_MESSAGE];
+        }
         let len = plain.len() + TAG_LEN;
-        let start = self.wcipher.len();
-        self.wcipher.resize(start + PREFIX + len, 0);
         // `len` ≤ MAX_MESSAGE because `plain` never exceeds MAX_PAYLOAD.
-        self.wcipher[start..start + PREFIX].copy_from_slice(&(len as u16).to_be_bytes());
+        self.wbuf[..PREFIX].copy_from_slice(&(len as u16).to_be_bytes());
         let n = self
             .state
-            .write_message(plain, &mut self.wcipher[start + PREFIX..])
+            .write_message(plain, &mut self.wbuf[PREFIX..PREFIX + len])
             .map_err(|e| io::Error::other(NoiseError::Handshake(e)))?;
         debug_assert_eq!(n, len);
+        self.wstart = 0;
+        self.wend = PREFIX + len;
         Ok(())
     }
 }
@@ -290,12 +309,14 @@ impl<T> NoiseStream<T> {
 impl<T: AsyncWrite + Unpin> NoiseStream<T> {
     /// Writes out every sealed frame.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.wcipher.is_empty() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.wcipher))?;
+        while self.wstart < self.wend {
+            let n = ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wstart..self.wend])
+            )?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.wcipher.advance(n);
+            self.wstart += n;
         }
         Poll::Ready(Ok(()))
     }
@@ -329,12 +350,15 @@ impl<T: AsyncRead + Unpin> NoiseStream<T> {
             out.advance(n);
             n
         } else {
-            self.plain.resize(len, 0);
+            if self.pbuf.is_empty() {
+                self.pbuf = vec![0u8; MAX_MESSAGE];
+            }
             let n = self
                 .state
-                .read_message(frame, &mut self.plain)
+                .read_message(frame, &mut self.pbuf[..len])
                 .map_err(NoiseError::Decrypt)?;
-            self.plain.truncate(n);
+            self.pstart = 0;
+            self.pend = n;
             0
         };
         self.rstart += PREFIX + len;
@@ -354,10 +378,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for NoiseStream<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if !this.plain.is_empty() {
-                let n = this.plain.len().min(buf.remaining());
-                buf.put_slice(&this.plain[..n]);
-                this.plain.advance(n);
+            if this.pstart < this.pend {
+                let n = (this.pend - this.pstart).min(buf.remaining());
+                buf.put_slice(&this.pbuf[this.pstart..this.pstart + n]);
+                this.pstart += n;
                 return Poll::Ready(Ok(()));
             }
             if buf.remaining() == 0 {
@@ -408,7 +432,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for NoiseStream<T> {
             this.seal()?;
         }
         // Keep at most one sealed frame queued; push it out opportunistically.
-        if !this.wcipher.is_empty() {
+        if this.wstart < this.wend {
             ready!(this.poll_drain(cx))?;
         }
         if this.wplain.is_empty() && buf.len() >= MAX_PAYLOAD {
