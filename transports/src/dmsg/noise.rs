@@ -38,6 +38,16 @@ pub const MAX_MESSAGE: usize = 65_535;
 pub const TAG_LEN: usize = 16;
 /// Largest plaintext carried in one frame: 65 519 bytes.
 pub const MAX_PAYLOAD: usize = MAX_MESSAGE - TAG_LEN;
+/// Size of a yamux frame header.
+const YAMUX_HEADER: usize = 12;
+/// Plaintext per frame of an end-to-end stream: 65 489 bytes, so that one sealed frame
+/// (`2 + 65 489 + 16` = 65 507 bytes) in one yamux frame (`+ 12`) is exactly one full frame of
+/// the session below (65 519 bytes), and the relay, copying 65 507 bytes at a time, forwards one
+/// frame per yamux frame too. Larger or misaligned frames made every yamux frame cost a second,
+/// tiny session frame: another seal, another TCP segment, another wakeup.
+pub const E2E_FRAME_PAYLOAD: usize = MAX_PAYLOAD - YAMUX_HEADER - PREFIX - TAG_LEN;
+/// One sealed end-to-end frame on the wire (`E2E_FRAME_PAYLOAD + 18` = 65 507 bytes).
+pub const E2E_FRAME: usize = PREFIX + E2E_FRAME_PAYLOAD + TAG_LEN;
 const PREFIX: usize = 2;
 /// How much the reader asks the inner stream for at once.
 const READ_CHUNK: usize = 2 * (MAX_MESSAGE + PREFIX);
@@ -219,7 +229,9 @@ pub struct NoiseStream<T> {
     pbuf: Vec<u8>,
     pstart: usize,
     pend: usize,
-    /// Plaintext written but not yet sealed (at most `MAX_PAYLOAD`).
+    /// Plaintext per sealed frame when writes fill frames (at most [`MAX_PAYLOAD`]).
+    frame_payload: usize,
+    /// Plaintext written but not yet sealed (at most `frame_payload`).
     wplain: Vec<u8>,
     /// The sealed frame not yet written to `inner`: `wbuf[wstart..wend]`. At most one frame is
     /// queued (every seal first drains the previous one), so the buffer is one frame long,
@@ -245,16 +257,26 @@ impl<T> std::fmt::Debug for NoiseStream<T> {
 impl<T> NoiseStream<T> {
     /// Wraps `inner` with a finished handshake's transport state.
     pub fn new(inner: T, state: snow::TransportState) -> Self {
+        Self::with_frame_payload(inner, state, MAX_PAYLOAD)
+    }
+
+    /// Like [`new`](Self::new), with frames filled to `frame_payload` plaintext bytes (clamped
+    /// to 1..=[`MAX_PAYLOAD`]) instead of the maximum. Readers accept any frame size; this only
+    /// chooses how writes are cut, e.g. so that one sealed frame plus the framing of the layer
+    /// below fills exactly one frame there ([`E2E_FRAME_PAYLOAD`]).
+    pub fn with_frame_payload(inner: T, state: snow::TransportState, frame_payload: usize) -> Self {
+        let frame_payload = frame_payload.clamp(1, MAX_PAYLOAD);
         NoiseStream {
             inner,
             state,
+            frame_payload,
             rbuf: Vec::new(),
             rstart: 0,
             rend: 0,
             pbuf: Vec::new(),
             pstart: 0,
             pend: 0,
-            wplain: Vec::with_capacity(MAX_PAYLOAD),
+            wplain: Vec::with_capacity(frame_payload),
             wbuf: Vec::new(),
             wstart: 0,
             wend: 0,
@@ -427,7 +449,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for NoiseStream<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.wplain.len() == MAX_PAYLOAD {
+        let frame = this.frame_payload;
+        if this.wplain.len() == frame {
             ready!(this.poll_drain(cx))?;
             this.seal()?;
         }
@@ -435,17 +458,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for NoiseStream<T> {
         if this.wstart < this.wend {
             ready!(this.poll_drain(cx))?;
         }
-        if this.wplain.is_empty() && buf.len() >= MAX_PAYLOAD {
+        if this.wplain.is_empty() && buf.len() >= frame {
             // A whole frame's worth: seal it straight from the caller's buffer (one copy less).
-            this.seal_from(&buf[..MAX_PAYLOAD])?;
+            this.seal_from(&buf[..frame])?;
             if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
                 return Poll::Ready(Err(e));
             }
-            return Poll::Ready(Ok(MAX_PAYLOAD));
+            return Poll::Ready(Ok(frame));
         }
-        let n = buf.len().min(MAX_PAYLOAD - this.wplain.len());
+        let n = buf.len().min(frame - this.wplain.len());
         this.wplain.extend_from_slice(&buf[..n]);
-        if this.wplain.len() == MAX_PAYLOAD {
+        if this.wplain.len() == frame {
             this.seal()?;
             // Best effort: start writing the full frame now; Pending is fine, the data is buffered.
             if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
@@ -669,6 +692,36 @@ mod tests {
             raw.read_exact(&mut body).await.unwrap();
         }
         drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn end_to_end_frames_fill_one_session_frame_each() {
+        // One sealed end-to-end frame plus a yamux header is exactly one full session frame.
+        assert_eq!(E2E_FRAME + YAMUX_HEADER, MAX_PAYLOAD);
+        let (tc, _ts) = transport_states();
+        let (a, mut raw) = duplex(1 << 20);
+        let mut c = NoiseStream::with_frame_payload(a, tc, E2E_FRAME_PAYLOAD);
+        let data = vec![5u8; 2 * E2E_FRAME_PAYLOAD + 10];
+        let writer = tokio::spawn(async move {
+            c.write_all(&data).await.unwrap();
+            c.flush().await.unwrap();
+            c
+        });
+        for expected in [E2E_FRAME_PAYLOAD, E2E_FRAME_PAYLOAD, 10] {
+            let mut len = [0u8; 2];
+            raw.read_exact(&mut len).await.unwrap();
+            assert_eq!(usize::from(u16::from_be_bytes(len)), expected + TAG_LEN);
+            let mut body = vec![0u8; expected + TAG_LEN];
+            raw.read_exact(&mut body).await.unwrap();
+        }
+        drop(writer.await.unwrap());
+        // Out-of-range sizes are clamped, never larger than a Noise message allows.
+        let (tc, _) = transport_states();
+        let (a, _b) = duplex(16);
+        assert_eq!(
+            NoiseStream::with_frame_payload(a, tc, usize::MAX).frame_payload,
+            MAX_PAYLOAD
+        );
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::cipher::{Cipher, protocol_name};
 use super::mux::{MuxError, MuxStream, Opener};
-use super::noise::NoiseStream;
+use super::noise::{E2E_FRAME_PAYLOAD, NoiseStream};
 use super::ports::{PortError, PortGuard, Ports};
 use super::replay::{ReplayError, ReplayGuard, unix_ms_now};
 use super::wire::{
@@ -161,7 +161,7 @@ pub(crate) async fn dial(
         .map_err(DialError::Noise)?;
     let transport = hs.into_transport_mode().map_err(DialError::Noise)?;
     Ok(DmsgStream {
-        io: NoiseStream::new(stream, transport),
+        io: NoiseStream::with_frame_payload(stream, transport, E2E_FRAME_PAYLOAD),
         local: src,
         remote: dst,
         _port: Some(port),
@@ -322,7 +322,7 @@ pub(crate) async fn accept(
     .sign(local)?;
     wire::write_frame(&mut stream, response.as_bytes()).await?;
     permit.send(DmsgStream {
-        io: NoiseStream::new(stream, transport),
+        io: NoiseStream::with_frame_payload(stream, transport, E2E_FRAME_PAYLOAD),
         local: req.dst,
         remote: req.src,
         _port: None,
