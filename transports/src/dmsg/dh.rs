@@ -30,7 +30,6 @@
 //! assert_eq!(i.get_handshake_hash(), r.get_handshake_hash());
 //! ```
 
-use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use curve25519_dalek::montgomery::MontgomeryPoint;
@@ -195,34 +194,51 @@ impl Dh for X25519 {
 type Pair = ([u8; 32], [u8; 32]);
 
 /// The static-static DH results: `(our public, their public) → shared secret`, at most
-/// `capacity` of them.
+/// `capacity` of them, in a fixed table of slots (direct-mapped by a keyed hash of the pair).
+/// The table is allocated once and never moves, so a secret only ever lives in its slot and is
+/// zeroized when replaced or dropped; a collision just replaces the older entry.
 struct Memo {
-    map: HashMap<Pair, Zeroizing<[u8; 32]>>,
-    capacity: usize,
+    slots: Vec<Option<(Pair, Zeroizing<[u8; 32]>)>>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Memo {
     fn new(capacity: usize) -> Memo {
+        let mut slots = Vec::with_capacity(capacity.max(1));
+        slots.resize_with(capacity.max(1), || None);
         Memo {
-            // Allocated once at full size: the table never grows, so secrets are never left
-            // behind in a freed, smaller table.
-            map: HashMap::with_capacity(capacity),
-            capacity,
+            slots,
+            hasher: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    fn slot(&self, key: &Pair) -> usize {
+        use std::hash::BuildHasher;
+        // Keyed (random per process), so peers cannot aim their keys at one slot.
+        (self.hasher.hash_one(key) % self.slots.len() as u64) as usize
     }
 
     fn get(&self, key: &Pair) -> Option<Zeroizing<[u8; 32]>> {
-        self.map.get(key).cloned()
+        match &self.slots[self.slot(key)] {
+            Some((k, shared)) if k == key => Some(shared.clone()),
+            _ => None,
+        }
     }
 
     fn insert(&mut self, key: Pair, shared: Zeroizing<[u8; 32]>) {
-        if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
-            // Evict one entry (HashMap order is arbitrary); its secret is zeroized on drop.
-            if let Some(old) = self.map.keys().next().copied() {
-                self.map.remove(&old);
-            }
-        }
-        self.map.insert(key, shared);
+        let i = self.slot(&key);
+        // The previous entry (if any) is dropped here: its secret is zeroized.
+        self.slots[i] = Some((key, shared));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    #[cfg(test)]
+    fn keys(&self) -> Vec<Pair> {
+        self.slots.iter().flatten().map(|(k, _)| *k).collect()
     }
 }
 
@@ -379,7 +395,7 @@ mod tests {
         assert_eq!(entry(a.public, b.public).as_deref(), Some(&expected));
         assert_eq!(entry(b.public, a.public).as_deref(), Some(&expected));
         // Nothing keyed by either side's ephemeral keys: every entry with `a` as ours is for `b`.
-        let keys: Vec<_> = memo().lock().unwrap().map.keys().copied().collect();
+        let keys = memo().lock().unwrap().keys();
         assert!(
             keys.iter()
                 .filter(|(ours, _)| *ours == a.public)
@@ -397,16 +413,17 @@ mod tests {
     fn the_memo_is_bounded_and_replaces_entries() {
         let mut memo = Memo::new(8);
         let ours = [1u8; 32];
-        for i in 0..20u8 {
+        for i in 0..40u8 {
             memo.insert((ours, [i; 32]), Zeroizing::new([i; 32]));
-            assert!(memo.map.len() <= 8);
+            assert!(memo.len() <= 8);
+            // The newest entry is always there, with its own secret.
+            assert_eq!(memo.get(&(ours, [i; 32])).as_deref(), Some(&[i; 32]));
         }
-        assert_eq!(memo.map.len(), 8);
-        assert_eq!(memo.get(&(ours, [19; 32])).as_deref(), Some(&[19u8; 32]));
-        // Re-inserting an existing key at capacity evicts nothing.
-        let before: Vec<_> = memo.map.keys().copied().collect();
-        memo.insert((ours, [19; 32]), Zeroizing::new([19; 32]));
-        assert!(before.iter().all(|k| memo.map.contains_key(k)));
+        // Every entry still held maps to its own secret, never another pair's.
+        for (o, t) in memo.keys() {
+            assert_eq!(memo.get(&(o, t)).as_deref(), Some(&t));
+        }
+        assert_eq!(memo.get(&(ours, [200; 32])), None);
     }
 
     #[test]
