@@ -95,6 +95,8 @@ impl From<Format> for KeyFormat {
 }
 
 fn main() -> ExitCode {
+    // Fewer page faults per relayed byte (glibc only; see `transports::malloc`).
+    skytower::transports::malloc::tune();
     let cli = Cli::parse();
     // The interactive commands print tables; their logs stay quiet unless RUST_LOG says more.
     // (`up`'s health probes get 503s while components start; tower-http logs those as errors.)

@@ -13,8 +13,10 @@
 //!
 //! Environment: `SKYTOWER_BENCH_QUICK=1` (quick mode), `SKYTOWER_BENCH_REPS` (repetitions of the
 //! throughput runs; default 3, quick 1), `SKYTOWER_BENCH_MIB` (bytes per throughput run),
-//! `SKYTOWER_BENCH_CLIENT_THREADS` (client runtime workers; default 1), and
-//! `SKYTOWER_BENCH_ONLY=throughput|opens|memory` (one phase, e.g. under `perf record`).
+//! `SKYTOWER_BENCH_CLIENT_THREADS` (client runtime workers; default 1),
+//! `SKYTOWER_BENCH_ONLY=throughput|opens|memory` (one phase, e.g. under `perf record`), and
+//! `SKYTOWER_BENCH_MALLOC=default` (glibc's allocator defaults instead of the tuning the
+//! `skytower` binary applies, `skytower_transports::malloc::tune`).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -494,7 +496,7 @@ fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
-async fn run(set: Settings) {
+async fn run(set: Settings, malloc: &'static str) {
     let total_start = Instant::now();
     let size = if set.bytes >= 1 << 30 {
         format!("{} GiB", set.bytes >> 30)
@@ -504,7 +506,7 @@ async fn run(set: Settings) {
     println!(
         "DMSG relay benchmark ({} mode): {size} per throughput run, {} rep(s) (median (min–max)), \
          {} opens; server on its own thread (current-thread runtime), clients A+B on a {}-worker \
-         runtime; {} CPUs; MB = 10^6 B, KB = 10^3 B",
+         runtime; {} CPUs; allocator {malloc}; MB = 10^6 B, KB = 10^3 B",
         if set.quick { "quick" } else { "full" },
         set.reps,
         set.opens,
@@ -663,11 +665,20 @@ async fn run(set: Settings) {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
+    // The allocator tuning the `skytower` binary applies (`malloc::tune`), unless
+    // `SKYTOWER_BENCH_MALLOC=default` asks for glibc's defaults.
+    let malloc = if std::env::var("SKYTOWER_BENCH_MALLOC").is_ok_and(|v| v == "default") {
+        "glibc defaults"
+    } else if skytower_transports::malloc::tune() {
+        "tuned (malloc::tune)"
+    } else {
+        "defaults (malloc::tune unavailable)"
+    };
     let set = Settings::from_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(set.client_threads)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async move { tokio::spawn(run(set)).await.unwrap() });
+    rt.block_on(async move { tokio::spawn(run(set, malloc)).await.unwrap() });
 }

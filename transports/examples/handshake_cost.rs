@@ -3,7 +3,8 @@
 //! Run: `cargo run --release -p skytower-transports --example handshake_cost`
 use std::time::Instant;
 
-use skytower_transports::identity::{SecretKey, contexts};
+use skytower_transports::dmsg::dh;
+use skytower_transports::identity::{PublicKey, SecretKey, contexts};
 
 fn time<F: FnMut()>(label: &str, n: u32, mut f: F) {
     let start = Instant::now();
@@ -29,27 +30,51 @@ fn main() {
         pa.verify(contexts::DMSG_STREAM_REQUEST, &msg, &sig)
             .expect("verify");
     });
-    for cipher in ["ChaChaPoly", "AESGCM"] {
+    time(
+        "PublicKey::from_bytes (validated before on this thread)",
+        2000,
+        || {
+            std::hint::black_box(PublicKey::from_bytes(pa.as_bytes()).expect("valid"));
+        },
+    );
+    for (cipher, fast) in [("ChaChaPoly", false), ("AESGCM", false), ("AESGCM", true)] {
         let name = format!("Noise_KK_25519_{cipher}_BLAKE2s");
         let (sa, sb) = (a.noise_secret(), b.noise_secret());
         let (pka, pkb) = (a.public_key().noise_public(), b.public_key().noise_public());
-        time(&format!("KK handshake, both sides ({cipher})"), 500, || {
-            let mut i = snow::Builder::new(name.parse().expect("name"))
-                .local_private_key(sa.as_bytes())
-                .and_then(|x| x.remote_public_key(&pkb))
-                .and_then(|x| x.build_initiator())
-                .expect("initiator");
-            let mut r = snow::Builder::new(name.parse().expect("name"))
-                .local_private_key(sb.as_bytes())
-                .and_then(|x| x.remote_public_key(&pka))
-                .and_then(|x| x.build_responder())
-                .expect("responder");
-            let mut m = [0u8; 256];
-            let mut p = [0u8; 256];
-            let n = i.write_message(&[], &mut m).expect("m1");
-            r.read_message(&m[..n], &mut p).expect("m1");
-            let n = r.write_message(&[], &mut m).expect("m2");
-            i.read_message(&m[..n], &mut p).expect("m2");
-        });
+        let builder = |local: [u8; 32], remote: [u8; 32]| {
+            let params = name.parse().expect("name");
+            if fast {
+                snow::Builder::with_resolver(params, dh::resolver(Some(local), Some(remote)))
+            } else {
+                snow::Builder::new(params)
+            }
+        };
+        let which = if fast {
+            "dmsg::dh resolver, static-static DH memoised"
+        } else {
+            "snow's resolver"
+        };
+        time(
+            &format!("KK handshake, both sides ({cipher}, {which})"),
+            500,
+            || {
+                let mut i = builder(pka, pkb)
+                    .local_private_key(sa.as_bytes())
+                    .and_then(|x| x.remote_public_key(&pkb))
+                    .and_then(|x| x.build_initiator())
+                    .expect("initiator");
+                let mut r = builder(pkb, pka)
+                    .local_private_key(sb.as_bytes())
+                    .and_then(|x| x.remote_public_key(&pka))
+                    .and_then(|x| x.build_responder())
+                    .expect("responder");
+                let mut m = [0u8; 256];
+                let mut p = [0u8; 256];
+                let n = i.write_message(&[], &mut m).expect("m1");
+                r.read_message(&m[..n], &mut p).expect("m1");
+                let n = r.write_message(&[], &mut m).expect("m2");
+                i.read_message(&m[..n], &mut p).expect("m2");
+            },
+        );
     }
 }

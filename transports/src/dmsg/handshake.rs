@@ -149,13 +149,14 @@ fn io_err(e: io::Error) -> HandshakeError {
 
 fn builder<'a>(
     key: &'a [u8; 32],
+    public: [u8; 32],
     preamble: &'a [u8; 8],
     cipher: Cipher,
 ) -> Result<snow::Builder<'a>, HandshakeError> {
     let params = protocol_name("XK", cipher)
         .parse()
         .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))?;
-    snow::Builder::new(params)
+    snow::Builder::with_resolver(params, super::dh::resolver(Some(public), None))
         .local_private_key(key)
         .and_then(|b| b.prologue(preamble))
         .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))
@@ -202,10 +203,15 @@ where
     io.write_all(&preamble).await.map_err(io_err)?;
     let secret = local.noise_secret();
     let server_noise = server.noise_public();
-    let state = builder(secret.as_bytes(), &preamble, cipher)?
-        .remote_public_key(&server_noise)
-        .and_then(|b| b.build_initiator())
-        .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))?;
+    let state = builder(
+        secret.as_bytes(),
+        local.public_key().noise_public(),
+        &preamble,
+        cipher,
+    )?
+    .remote_public_key(&server_noise)
+    .and_then(|b| b.build_initiator())
+    .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))?;
     let mut hs = Handshake::new(io, state);
     hs.write(&[]).await.map_err(io_err)?;
     // Message 2, or the server's plaintext version refusal ("SKYDMS" 0 <version>), whose first
@@ -279,9 +285,14 @@ where
         _ => return Err(HandshakeError::Malformed("preamble flags")),
     };
     let secret = local.noise_secret();
-    let state = builder(secret.as_bytes(), &preamble, cipher)?
-        .build_responder()
-        .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))?;
+    let state = builder(
+        secret.as_bytes(),
+        local.public_key().noise_public(),
+        &preamble,
+        cipher,
+    )?
+    .build_responder()
+    .map_err(|e| HandshakeError::Noise(NoiseError::Handshake(e)))?;
     let mut hs = Handshake::new(io, state);
     let first = hs.read().await.map_err(io_err)?;
     if !first.is_empty() {

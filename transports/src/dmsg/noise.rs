@@ -30,7 +30,6 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Largest Noise message (the whole frame body): 65 535 bytes.
@@ -39,6 +38,16 @@ pub const MAX_MESSAGE: usize = 65_535;
 pub const TAG_LEN: usize = 16;
 /// Largest plaintext carried in one frame: 65 519 bytes.
 pub const MAX_PAYLOAD: usize = MAX_MESSAGE - TAG_LEN;
+/// Size of a yamux frame header.
+const YAMUX_HEADER: usize = 12;
+/// Plaintext per frame of an end-to-end stream: 65 489 bytes, so that one sealed frame
+/// (`2 + 65 489 + 16` = 65 507 bytes) in one yamux frame (`+ 12`) is exactly one full frame of
+/// the session below (65 519 bytes), and the relay, copying 65 507 bytes at a time, forwards one
+/// frame per yamux frame too. Larger or misaligned frames made every yamux frame cost a second,
+/// tiny session frame: another seal, another TCP segment, another wakeup.
+pub const E2E_FRAME_PAYLOAD: usize = MAX_PAYLOAD - YAMUX_HEADER - PREFIX - TAG_LEN;
+/// One sealed end-to-end frame on the wire (`E2E_FRAME_PAYLOAD + 18` = 65 507 bytes).
+pub const E2E_FRAME: usize = PREFIX + E2E_FRAME_PAYLOAD + TAG_LEN;
 const PREFIX: usize = 2;
 /// How much the reader asks the inner stream for at once.
 const READ_CHUNK: usize = 2 * (MAX_MESSAGE + PREFIX);
@@ -214,20 +223,33 @@ pub struct NoiseStream<T> {
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
-    /// Decrypted plaintext not yet handed to the reader.
-    plain: BytesMut,
-    /// Plaintext written but not yet sealed (at most `MAX_PAYLOAD`).
+    /// Decrypted plaintext not yet handed to the reader: `pbuf[pstart..pend]`. Like `rbuf`,
+    /// allocated and zeroed once, when a frame first has to be decrypted here (the reader's
+    /// buffer was too small for it), then reused without re-zeroing.
+    pbuf: Vec<u8>,
+    pstart: usize,
+    pend: usize,
+    /// Plaintext per sealed frame when writes fill frames (at most [`MAX_PAYLOAD`]).
+    frame_payload: usize,
+    /// Plaintext written but not yet sealed (at most `frame_payload`).
     wplain: Vec<u8>,
-    /// Sealed frames not yet written to `inner`.
-    wcipher: BytesMut,
+    /// The sealed frame not yet written to `inner`: `wbuf[wstart..wend]`. At most one frame is
+    /// queued (every seal first drains the previous one), so the buffer is one frame long,
+    /// allocated and zeroed on the first seal and reused.
+    wbuf: Vec<u8>,
+    wstart: usize,
+    wend: usize,
     read_eof: bool,
 }
 
 impl<T> std::fmt::Debug for NoiseStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NoiseStream")
-            .field("buffered_read", &self.plain.len())
-            .field("buffered_write", &(self.wplain.len() + self.wcipher.len()))
+            .field("buffered_read", &(self.pend - self.pstart))
+            .field(
+                "buffered_write",
+                &(self.wplain.len() + self.wend - self.wstart),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -235,15 +257,29 @@ impl<T> std::fmt::Debug for NoiseStream<T> {
 impl<T> NoiseStream<T> {
     /// Wraps `inner` with a finished handshake's transport state.
     pub fn new(inner: T, state: snow::TransportState) -> Self {
+        Self::with_frame_payload(inner, state, MAX_PAYLOAD)
+    }
+
+    /// Like [`new`](Self::new), with frames filled to `frame_payload` plaintext bytes (clamped
+    /// to 1..=[`MAX_PAYLOAD`]) instead of the maximum. Readers accept any frame size; this only
+    /// chooses how writes are cut, e.g. so that one sealed frame plus the framing of the layer
+    /// below fills exactly one frame there ([`E2E_FRAME_PAYLOAD`]).
+    pub fn with_frame_payload(inner: T, state: snow::TransportState, frame_payload: usize) -> Self {
+        let frame_payload = frame_payload.clamp(1, MAX_PAYLOAD);
         NoiseStream {
             inner,
             state,
+            frame_payload,
             rbuf: Vec::new(),
             rstart: 0,
             rend: 0,
-            plain: BytesMut::new(),
-            wplain: Vec::with_capacity(MAX_PAYLOAD),
-            wcipher: BytesMut::new(),
+            pbuf: Vec::new(),
+            pstart: 0,
+            pend: 0,
+            wplain: Vec::with_capacity(frame_payload),
+            wbuf: Vec::new(),
+            wstart: 0,
+            wend: 0,
             read_eof: false,
         }
     }
@@ -258,22 +294,36 @@ impl<T> NoiseStream<T> {
         self.state.get_remote_static()
     }
 
-    /// Seals the pending plaintext into a frame appended to `wcipher`.
+    /// Seals the pending plaintext into the (empty) outgoing frame buffer.
     fn seal(&mut self) -> io::Result<()> {
         if self.wplain.is_empty() {
             return Ok(());
         }
-        let len = self.wplain.len() + TAG_LEN;
-        let start = self.wcipher.len();
-        self.wcipher.resize(start + PREFIX + len, 0);
-        // `len` ≤ MAX_MESSAGE because `wplain` never exceeds MAX_PAYLOAD.
-        self.wcipher[start..start + PREFIX].copy_from_slice(&(len as u16).to_be_bytes());
+        let plain = std::mem::take(&mut self.wplain);
+        let sealed = self.seal_from(&plain);
+        self.wplain = plain;
+        self.wplain.clear();
+        sealed
+    }
+
+    /// Seals `plain` (at most `MAX_PAYLOAD` bytes) into the outgoing frame buffer, which must
+    /// be empty (drained).
+    fn seal_from(&mut self, plain: &[u8]) -> io::Result<()> {
+        debug_assert!(plain.len() <= MAX_PAYLOAD);
+        debug_assert_eq!(self.wstart, self.wend, "a sealed frame is still queued");
+        if self.wbuf.is_empty() {
+            self.wbuf = vec![0u8; PREFIX + MAX_MESSAGE];
+        }
+        let len = plain.len() + TAG_LEN;
+        // `len` ≤ MAX_MESSAGE because `plain` never exceeds MAX_PAYLOAD.
+        self.wbuf[..PREFIX].copy_from_slice(&(len as u16).to_be_bytes());
         let n = self
             .state
-            .write_message(&self.wplain, &mut self.wcipher[start + PREFIX..])
+            .write_message(plain, &mut self.wbuf[PREFIX..PREFIX + len])
             .map_err(|e| io::Error::other(NoiseError::Handshake(e)))?;
         debug_assert_eq!(n, len);
-        self.wplain.clear();
+        self.wstart = 0;
+        self.wend = PREFIX + len;
         Ok(())
     }
 }
@@ -281,12 +331,14 @@ impl<T> NoiseStream<T> {
 impl<T: AsyncWrite + Unpin> NoiseStream<T> {
     /// Writes out every sealed frame.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.wcipher.is_empty() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.wcipher))?;
+        while self.wstart < self.wend {
+            let n = ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wstart..self.wend])
+            )?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.wcipher.advance(n);
+            self.wstart += n;
         }
         Poll::Ready(Ok(()))
     }
@@ -308,9 +360,11 @@ impl<T: AsyncRead + Unpin> NoiseStream<T> {
             return Ok(None);
         }
         let frame = &self.rbuf[self.rstart + PREFIX..self.rstart + PREFIX + len];
-        let plain_len = len - TAG_LEN;
-        let written = if out.remaining() >= plain_len {
-            let dst = out.initialize_unfilled_to(plain_len);
+        // The output slice handed to snow is as long as the ciphertext (tag included): snow's
+        // ring ciphers then copy the ciphertext there once and open it in place, where a slice
+        // of only the plaintext's length makes them allocate and copy a temporary per frame.
+        let written = if out.remaining() >= len {
+            let dst = out.initialize_unfilled_to(len);
             let n = self
                 .state
                 .read_message(frame, dst)
@@ -318,12 +372,15 @@ impl<T: AsyncRead + Unpin> NoiseStream<T> {
             out.advance(n);
             n
         } else {
-            self.plain.resize(plain_len, 0);
+            if self.pbuf.is_empty() {
+                self.pbuf = vec![0u8; MAX_MESSAGE];
+            }
             let n = self
                 .state
-                .read_message(frame, &mut self.plain)
+                .read_message(frame, &mut self.pbuf[..len])
                 .map_err(NoiseError::Decrypt)?;
-            self.plain.truncate(n);
+            self.pstart = 0;
+            self.pend = n;
             0
         };
         self.rstart += PREFIX + len;
@@ -343,10 +400,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for NoiseStream<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if !this.plain.is_empty() {
-                let n = this.plain.len().min(buf.remaining());
-                buf.put_slice(&this.plain[..n]);
-                this.plain.advance(n);
+            if this.pstart < this.pend {
+                let n = (this.pend - this.pstart).min(buf.remaining());
+                buf.put_slice(&this.pbuf[this.pstart..this.pstart + n]);
+                this.pstart += n;
                 return Poll::Ready(Ok(()));
             }
             if buf.remaining() == 0 {
@@ -392,17 +449,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for NoiseStream<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.wplain.len() == MAX_PAYLOAD {
+        let frame = this.frame_payload;
+        if this.wplain.len() == frame {
             ready!(this.poll_drain(cx))?;
             this.seal()?;
         }
         // Keep at most one sealed frame queued; push it out opportunistically.
-        if !this.wcipher.is_empty() {
+        if this.wstart < this.wend {
             ready!(this.poll_drain(cx))?;
         }
-        let n = buf.len().min(MAX_PAYLOAD - this.wplain.len());
+        if this.wplain.is_empty() && buf.len() >= frame {
+            // A whole frame's worth: seal it straight from the caller's buffer (one copy less).
+            this.seal_from(&buf[..frame])?;
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(frame));
+        }
+        let n = buf.len().min(frame - this.wplain.len());
         this.wplain.extend_from_slice(&buf[..n]);
-        if this.wplain.len() == MAX_PAYLOAD {
+        if this.wplain.len() == frame {
             this.seal()?;
             // Best effort: start writing the full frame now; Pending is fine, the data is buffered.
             if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
@@ -544,6 +610,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reads_sized_around_the_frame_length_see_every_byte() {
+        // A reader's buffer can be smaller than the plaintext, between plaintext and ciphertext
+        // length, or larger: each path (via the plaintext buffer or straight into the caller's
+        // buffer) must deliver the same bytes.
+        for read_size in [99, 100, 101, 115, 116, 117, 4096] {
+            let (a, b) = duplex(1 << 20);
+            let (mut c, mut s) = pair(a, b).await;
+            let data: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+            for chunk in data.chunks(100) {
+                c.write_all(chunk).await.unwrap();
+                c.flush().await.unwrap();
+            }
+            c.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; read_size];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got, data, "read size {read_size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn large_writes_seal_full_frames_from_the_callers_buffer() {
+        // A write of more than a frame is sealed straight from the caller's buffer; the frames
+        // and the bytes must be the same as through the coalescing buffer.
+        let (a, b) = duplex(1 << 20);
+        let (mut c, mut s) = pair(a, b).await;
+        let data: Vec<u8> = (0..(2 * MAX_PAYLOAD + 77) as u32)
+            .map(|i| (i * 7 + i / 255) as u8)
+            .collect();
+        let expected = data.clone();
+        let writer = tokio::spawn(async move {
+            c.write_all(&data[..5]).await.unwrap(); // coalesced with the next write
+            c.write_all(&data[5..]).await.unwrap();
+            c.shutdown().await.unwrap();
+            c
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert!(got == expected);
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
     async fn small_writes_are_coalesced_until_flush() {
         let (a, b) = duplex(1 << 20);
         let (mut c, s) = pair(a, b).await;
@@ -577,6 +692,36 @@ mod tests {
             raw.read_exact(&mut body).await.unwrap();
         }
         drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn end_to_end_frames_fill_one_session_frame_each() {
+        // One sealed end-to-end frame plus a yamux header is exactly one full session frame.
+        assert_eq!(E2E_FRAME + YAMUX_HEADER, MAX_PAYLOAD);
+        let (tc, _ts) = transport_states();
+        let (a, mut raw) = duplex(1 << 20);
+        let mut c = NoiseStream::with_frame_payload(a, tc, E2E_FRAME_PAYLOAD);
+        let data = vec![5u8; 2 * E2E_FRAME_PAYLOAD + 10];
+        let writer = tokio::spawn(async move {
+            c.write_all(&data).await.unwrap();
+            c.flush().await.unwrap();
+            c
+        });
+        for expected in [E2E_FRAME_PAYLOAD, E2E_FRAME_PAYLOAD, 10] {
+            let mut len = [0u8; 2];
+            raw.read_exact(&mut len).await.unwrap();
+            assert_eq!(usize::from(u16::from_be_bytes(len)), expected + TAG_LEN);
+            let mut body = vec![0u8; expected + TAG_LEN];
+            raw.read_exact(&mut body).await.unwrap();
+        }
+        drop(writer.await.unwrap());
+        // Out-of-range sizes are clamped, never larger than a Noise message allows.
+        let (tc, _) = transport_states();
+        let (a, _b) = duplex(16);
+        assert_eq!(
+            NoiseStream::with_frame_payload(a, tc, usize::MAX).frame_payload,
+            MAX_PAYLOAD
+        );
     }
 
     #[tokio::test]

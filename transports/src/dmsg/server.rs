@@ -72,7 +72,9 @@ pub struct ServerConfig {
     pub replay_window: Duration,
     /// Replay guard capacity. Default 65 536.
     pub replay_capacity: usize,
-    /// Copy buffer per direction of a bridge. Default 64 KiB.
+    /// Copy buffer per direction of a bridge. Default 65 507 bytes
+    /// ([`E2E_FRAME`](super::noise::E2E_FRAME): one end-to-end frame, so each yamux frame
+    /// forwarded fills one session frame).
     pub copy_buffer: usize,
     /// yamux settings of every session.
     pub mux: MuxConfig,
@@ -90,7 +92,7 @@ impl Default for ServerConfig {
             bridge_idle_timeout: Duration::from_secs(300),
             replay_window: Duration::from_secs(30),
             replay_capacity: 65_536,
-            copy_buffer: 64 * 1024,
+            copy_buffer: super::noise::E2E_FRAME,
             mux: MuxConfig::default(),
         }
     }

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::cipher::{Cipher, protocol_name};
 use super::mux::{MuxError, MuxStream, Opener};
-use super::noise::{MAX_MESSAGE, NoiseStream};
+use super::noise::{E2E_FRAME_PAYLOAD, NoiseStream};
 use super::ports::{PortError, PortGuard, Ports};
 use super::replay::{ReplayError, ReplayGuard, unix_ms_now};
 use super::wire::{
@@ -87,10 +87,13 @@ fn kk(
     let secret = local.noise_secret();
     let remote = remote.noise_public();
     let prologue = prologue(src, dst);
-    let b = snow::Builder::new(protocol_name("KK", cipher).parse()?)
-        .local_private_key(secret.as_bytes())?
-        .remote_public_key(&remote)?
-        .prologue(&prologue)?;
+    let b = snow::Builder::with_resolver(
+        protocol_name("KK", cipher).parse()?,
+        super::dh::resolver(Some(local.public_key().noise_public()), Some(remote)),
+    )
+    .local_private_key(secret.as_bytes())?
+    .remote_public_key(&remote)?
+    .prologue(&prologue)?;
     if initiator {
         b.build_initiator()
     } else {
@@ -152,12 +155,13 @@ pub(crate) async fn dial(
             "the server cannot accept for the destination",
         ));
     }
-    let mut payload = vec![0u8; MAX_MESSAGE];
+    // A payload is never longer than its message (at most MAX_NOISE_LEN bytes).
+    let mut payload = vec![0u8; r.noise.len()];
     hs.read_message(&r.noise, &mut payload)
         .map_err(DialError::Noise)?;
     let transport = hs.into_transport_mode().map_err(DialError::Noise)?;
     Ok(DmsgStream {
-        io: NoiseStream::new(stream, transport),
+        io: NoiseStream::with_frame_payload(stream, transport, E2E_FRAME_PAYLOAD),
         local: src,
         remote: dst,
         _port: Some(port),
@@ -273,7 +277,7 @@ pub(crate) async fn accept(
         return Err(InboundError::Refused(Code::Malformed));
     };
     let handshake = kk(local, &req.src.pk, &req.src, &req.dst, false, cipher).and_then(|mut hs| {
-        let mut payload = vec![0u8; MAX_MESSAGE];
+        let mut payload = vec![0u8; req.noise.len()];
         hs.read_message(&req.noise, &mut payload)?;
         Ok(hs)
     });
@@ -318,7 +322,7 @@ pub(crate) async fn accept(
     .sign(local)?;
     wire::write_frame(&mut stream, response.as_bytes()).await?;
     permit.send(DmsgStream {
-        io: NoiseStream::new(stream, transport),
+        io: NoiseStream::with_frame_payload(stream, transport, E2E_FRAME_PAYLOAD),
         local: req.dst,
         remote: req.src,
         _port: None,

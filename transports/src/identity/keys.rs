@@ -22,6 +22,8 @@ use super::signature::{Signature, SigningContext};
 /// * Signs only through [`sign`](Self::sign), i.e. always domain-separated.
 pub struct SecretKey {
     signing: SigningKey,
+    /// The public key, derived once (its X25519 form costs a field inversion).
+    public: PublicKey,
 }
 
 impl SecretKey {
@@ -36,9 +38,7 @@ impl SecretKey {
     pub fn generate() -> Result<Self, RandomError> {
         let mut seed = Zeroizing::new([0u8; Self::LEN]);
         getrandom::fill(seed.as_mut_slice()).map_err(RandomError::new)?;
-        Ok(Self {
-            signing: SigningKey::from_bytes(&seed),
-        })
+        Ok(Self::from_signing(SigningKey::from_bytes(&seed)))
     }
 
     /// Imports a key from the 64-hex-character encoding of its 32-byte seed.
@@ -54,9 +54,7 @@ impl SecretKey {
         let mut seed = Zeroizing::new([0u8; Self::LEN]);
         hex::decode_into(hex_seed, seed.as_mut_slice(), Case::Any)
             .map_err(SecretKeyError::from_hex)?;
-        Ok(Self {
-            signing: SigningKey::from_bytes(&seed),
-        })
+        Ok(Self::from_signing(SigningKey::from_bytes(&seed)))
     }
 
     /// Exports the 32-byte seed as 64 lowercase hex characters, in a string that is zeroized
@@ -71,10 +69,15 @@ impl SecretKey {
         out
     }
 
+    fn from_signing(signing: SigningKey) -> Self {
+        let public = PublicKey::from_verifying_key(&signing.verifying_key());
+        Self { signing, public }
+    }
+
     /// The public key (the identity's address).
     #[must_use]
     pub fn public_key(&self) -> PublicKey {
-        PublicKey::from_verifying_key(&self.signing.verifying_key())
+        self.public
     }
 
     /// Signs `msg` under `context`.
@@ -137,6 +140,41 @@ impl fmt::Debug for NoiseSecret {
     }
 }
 
+/// Keys that passed [`PublicKey::from_bytes`]'s validation recently, so that parsing the same
+/// key again (every stream request names its source and destination, every response its signer)
+/// costs a comparison instead of a decompression and a subgroup check (~30 µs).
+///
+/// Validation is a pure function of the 32 bytes, so a hit is exactly as valid as a fresh check;
+/// only keys that passed are stored, and a hit compares all 32 bytes. Per thread (no lock) and
+/// direct-mapped: `SLOTS` entries of 64 bytes, no heap. Someone sending many distinct valid keys
+/// only evicts entries (costing the full check again), never changes a result.
+mod validated {
+    use super::PublicKey;
+    use std::cell::RefCell;
+
+    const SLOTS: usize = 128;
+
+    thread_local! {
+        static CACHE: RefCell<[Option<PublicKey>; SLOTS]> = const { RefCell::new([None; SLOTS]) };
+    }
+
+    fn slot(bytes: &[u8; 32]) -> usize {
+        // Keys are attacker-chosen, so this only spreads honest keys; collisions cost a re-check.
+        usize::from(u16::from_le_bytes([bytes[0], bytes[1]])) % SLOTS
+    }
+
+    pub(super) fn get(bytes: &[u8; 32]) -> Option<PublicKey> {
+        CACHE
+            .try_with(|c| c.borrow()[slot(bytes)].filter(|k| k.bytes == *bytes))
+            .ok()
+            .flatten()
+    }
+
+    pub(super) fn put(key: PublicKey) {
+        let _ = CACHE.try_with(|c| c.borrow_mut()[slot(&key.bytes)] = Some(key));
+    }
+}
+
 /// An identity public key (an Ed25519 verifying key): the address of a skytower node.
 ///
 /// * Text form: exactly 64 **lowercase** hex characters. `Display` always writes lowercase and
@@ -144,7 +182,8 @@ impl fmt::Debug for NoiseSecret {
 ///   can be used as a map key, URL path segment or database key. serde uses the same string.
 /// * Only valid keys can be constructed: the bytes must be the canonical encoding of a curve
 ///   point of prime order; weak (small-order) and mixed-order points are rejected (see
-///   [`PublicKeyError`]). Parsing costs a point decompression plus a subgroup check (tens of µs).
+///   [`PublicKeyError`]). Parsing costs a point decompression plus a subgroup check (tens of µs)
+///   the first time; keys parsed recently on the same thread are recognised by their bytes.
 /// * `Eq`/`Ord`/`Hash` follow the 32 bytes. The value is 64 bytes and `Copy`: the key bytes
 ///   plus its X25519 key, computed once at validation so [`noise_public`](Self::noise_public)
 ///   is free. [`verify`](Self::verify) decompresses the point again (a few µs, small next to
@@ -168,6 +207,16 @@ impl PublicKey {
     /// [`PublicKeyError::NotOnCurve`], [`NonCanonical`](PublicKeyError::NonCanonical),
     /// [`SmallOrder`](PublicKeyError::SmallOrder) or [`MixedOrder`](PublicKeyError::MixedOrder).
     pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Result<Self, PublicKeyError> {
+        if let Some(key) = validated::get(bytes) {
+            return Ok(key);
+        }
+        let key = Self::validate(bytes)?;
+        validated::put(key);
+        Ok(key)
+    }
+
+    /// The full validation behind [`from_bytes`](Self::from_bytes), without the cache.
+    fn validate(bytes: &[u8; Self::LEN]) -> Result<Self, PublicKeyError> {
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| PublicKeyError::NotOnCurve)?;
         let point = key.to_edwards();
         // ZIP-215 decompression accepts non-canonical encodings; re-encoding must round-trip.

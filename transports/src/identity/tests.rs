@@ -905,3 +905,25 @@ fn loading_a_group_or_world_readable_file_warns() {
         assert_eq!(loaded.key.public_key().to_string(), RFC8032_PUBLIC);
     }
 }
+
+#[test]
+fn parsing_a_key_again_gives_the_first_result_and_invalid_keys_stay_invalid() {
+    // `from_bytes` remembers keys that passed validation (per thread, by their bytes). A hit must
+    // be the same key, and an invalid key must never be answered from another key's entry.
+    let mut y3 = [0u8; 32];
+    y3[0] = 3;
+    // A valid key whose cache slot (first two bytes) is that of `y3`.
+    let same_slot = (0..100_000)
+        .map(|_| SecretKey::generate().unwrap().public_key())
+        .find(|k| u16::from_le_bytes([k.as_bytes()[0], k.as_bytes()[1]]) % 128 == 3)
+        .expect("a key in slot 3");
+    for _ in 0..3 {
+        let parsed = PublicKey::from_bytes(same_slot.as_bytes()).unwrap();
+        assert_eq!(parsed, same_slot);
+        assert_eq!(parsed.noise_public(), same_slot.noise_public());
+        assert_eq!(
+            PublicKey::from_bytes(&y3).unwrap_err(),
+            PublicKeyError::MixedOrder
+        );
+    }
+}
