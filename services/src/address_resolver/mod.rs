@@ -352,11 +352,5 @@ pub async fn run(
 pub fn run_cli(args: Args) -> Result<(), RunError> {
     let config = Config::from(args);
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let shutdown = crate::svcmode::shutdown_signal().map_err(SvcError::Signals)?;
-        run(config, shutdown).await
-    })
+    crate::svcmode::block_on_until_signal(|shutdown| async move { run(config, shutdown).await })
 }

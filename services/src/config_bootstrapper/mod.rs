@@ -383,12 +383,8 @@ pub async fn run(
 pub fn run_cli(args: Args) -> Result<(), RunError> {
     let config = BootstrapConfig::load(&args.config)?;
     let svc = args.svc.resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+    crate::svcmode::block_on_until_signal(|shutdown| async move {
         let service = BootstrapService::new(config, args.rate_limit, args.rate_burst);
-        let shutdown = crate::svcmode::shutdown_signal().map_err(SvcError::Signals)?;
         run(svc, service, shutdown).await
     })
 }

@@ -411,11 +411,5 @@ pub fn run_cli(args: Args) -> Result<(), RunError> {
     let config = Config::from(args);
     // Refuse `--mode dmsg` before anything starts.
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let shutdown = crate::svcmode::shutdown_signal().map_err(SvcError::Signals)?;
-        run(config, shutdown).await
-    })
+    crate::svcmode::block_on_until_signal(|shutdown| async move { run(config, shutdown).await })
 }

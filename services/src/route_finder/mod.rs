@@ -390,11 +390,7 @@ pub fn run_cli(args: Args) -> Result<(), RunError> {
     let config = Config::from(&args);
     config.validate()?;
     let svc = args.svc.resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let shutdown = crate::svcmode::shutdown_signal().map_err(SvcError::Signals)?;
-        run(svc, config, shutdown).await
-    })
+    crate::svcmode::block_on_until_signal(
+        |shutdown| async move { run(svc, config, shutdown).await },
+    )
 }

@@ -328,11 +328,7 @@ pub async fn run(args: &Args, shutdown: impl Future<Output = ()> + Send) -> Resu
 pub fn run_cli(args: Args) -> Result<(), RunError> {
     // Refuse bad flags (and an unreadable key) before anything starts.
     let (svc, config) = args.resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let shutdown = crate::svcmode::shutdown_signal().map_err(SvcError::Signals)?;
+    crate::svcmode::block_on_until_signal(|shutdown| async move {
         ServiceDiscoveryServer::start(svc, &config)
             .await?
             .serve(shutdown)

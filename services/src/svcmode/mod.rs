@@ -107,7 +107,7 @@ pub use config::{
     SvcConfig,
 };
 pub use serve::SvcServer;
-pub use signal::{FORCED_EXIT_CODE, shutdown_signal};
+pub use signal::{FORCED_EXIT_CODE, ShutdownSignal, block_on_until_signal, shutdown_signal};
 
 /// Why a service could not be started or served.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +174,9 @@ pub enum SvcError {
     /// The signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The tokio runtime could not be built.
+    #[error("starting the tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// Starts `service` as `name` with `config` (see [`SvcServer::start`]) and serves it until

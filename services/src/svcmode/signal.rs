@@ -1,6 +1,33 @@
 //! [`shutdown_signal`]: SIGINT/SIGTERM for the binaries, with a second signal exiting at once.
 
 use std::future::Future;
+use std::pin::Pin;
+
+use super::SvcError;
+
+/// The shutdown future [`block_on_until_signal`] hands to a service.
+pub type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What every service binary's `run_cli` does: builds a multi-threaded tokio runtime, installs
+/// [`shutdown_signal`], and runs `serve(shutdown)` on it to the end.
+///
+/// # Errors
+///
+/// [`SvcError::Runtime`] or [`SvcError::Signals`] (converted into `E`), or `serve`'s error.
+pub fn block_on_until_signal<E, Fut>(serve: impl FnOnce(ShutdownSignal) -> Fut) -> Result<(), E>
+where
+    Fut: Future<Output = Result<(), E>>,
+    E: From<SvcError>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| E::from(SvcError::Runtime(e)))?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal().map_err(|e| E::from(SvcError::Signals(e)))?;
+        serve(Box::pin(shutdown)).await
+    })
+}
 
 /// Exit status after a second signal (128 + SIGINT, as shells report an interrupted command).
 pub const FORCED_EXIT_CODE: i32 = 130;
