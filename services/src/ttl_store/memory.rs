@@ -1,6 +1,6 @@
 //! [`MemoryTtlStore`]: the embedded store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ impl IdSet {
 struct Inner {
     records: HashMap<String, Entry>,
     index: HashMap<String, IdSet>,
+    /// Every record by expiry, so purging costs O(expired · log n), not a scan.
+    by_expiry: BTreeSet<(Instant, String)>,
 }
 
 impl Inner {
@@ -64,21 +66,21 @@ impl Inner {
 
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.records.remove(id)?;
+        self.by_expiry.remove(&(entry.expires, id.to_owned()));
         self.unindex(id, &entry.indexes);
         Some(entry)
     }
 
     fn purge(&mut self, now: Instant) -> usize {
-        let expired: Vec<String> = self
-            .records
-            .iter()
-            .filter(|(_, e)| e.expires <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &expired {
-            self.remove(id);
+        let mut removed = 0;
+        while let Some((expires, id)) = self.by_expiry.first().cloned() {
+            if expires > now {
+                break;
+            }
+            self.remove(&id);
+            removed += 1;
         }
-        expired.len()
+        removed
     }
 }
 
@@ -127,6 +129,7 @@ impl MemoryTtlStore {
         for name in &unique {
             inner.index.entry(name.clone()).or_default().insert(id);
         }
+        inner.by_expiry.insert((now + ttl, id.to_owned()));
         inner.records.insert(
             id.to_owned(),
             Entry {
@@ -238,13 +241,11 @@ impl TtlStore for MemoryTtlStore {
     }
 
     fn len(&self) -> TtlStoreFuture<'_, usize> {
-        let now = Instant::now();
-        let n = self
-            .lock()
-            .records
-            .values()
-            .filter(|e| e.expires > now)
-            .count();
+        // Purging first makes the count exact and cheap (only the expired are visited).
+        let mut inner = self.lock();
+        inner.purge(Instant::now());
+        let n = inner.records.len();
+        drop(inner);
         Box::pin(async move { Ok(n) })
     }
 }
