@@ -506,12 +506,13 @@ async fn run(set: Settings, malloc: &'static str) {
     println!(
         "DMSG relay benchmark ({} mode): {size} per throughput run, {} rep(s) (median (min–max)), \
          {} opens; server on its own thread (current-thread runtime), clients A+B on a {}-worker \
-         runtime; {} CPUs; allocator {malloc}; MB = 10^6 B, KB = 10^3 B",
+         runtime; {} CPUs; curve arithmetic {}; allocator {malloc}; MB = 10^6 B, KB = 10^3 B",
         if set.quick { "quick" } else { "full" },
         set.reps,
         set.opens,
         set.client_threads,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        skytower_transports::dmsg::dh::curve_backend(),
     );
 
     // Sessions: A and B to S, registered before any dial.

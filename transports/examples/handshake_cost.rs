@@ -18,6 +18,7 @@ fn time<F: FnMut()>(label: &str, n: u32, mut f: F) {
 }
 
 fn main() {
+    println!("curve arithmetic: {}", dh::curve_backend());
     let a = SecretKey::generate().expect("key");
     let b = SecretKey::generate().expect("key");
     let msg = [7u8; 200];

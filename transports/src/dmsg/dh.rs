@@ -100,6 +100,35 @@ impl CryptoResolver for Resolver {
     }
 }
 
+/// Which curve25519-dalek backend this process's curve arithmetic runs on: `"avx512ifma"`,
+/// `"avx2"` or `"portable"`. curve25519-dalek picks it at run time from what the CPU offers and
+/// what it was built with (`--cfg curve25519_dalek_backend="avx512"`, set for this workspace in
+/// `.cargo/config.toml`, makes the AVX-512 IFMA code available); this mirrors that choice so
+/// benchmarks and diagnostics can report it. The IFMA code makes X25519 and ed25519
+/// verification about 1.5× faster (`docs/benchmarks.md`).
+///
+/// ```
+/// let backend = skytower_transports::dmsg::dh::curve_backend();
+/// assert!(["avx512ifma", "avx2", "portable"].contains(&backend));
+/// ```
+#[must_use]
+pub fn curve_backend() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[cfg(curve25519_dalek_backend = "avx512")]
+        if std::arch::is_x86_feature_detected!("avx512ifma")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            return "avx512ifma";
+        }
+        #[cfg(not(any(curve25519_dalek_backend = "serial", curve25519_dalek_backend = "fiat")))]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "avx2";
+        }
+    }
+    "portable"
+}
+
 /// One X25519 key pair in a handshake (ours: static or ephemeral).
 struct X25519 {
     private: Zeroizing<[u8; 32]>,
@@ -199,10 +228,13 @@ impl Dh for X25519 {
 /// Remote keys whose Edwards form this thread remembers ([`edwards_form`]).
 const POINT_CACHE: usize = 8;
 
+/// A remote key and its Edwards form (`None`: not on the curve).
+type CachedPoint = ([u8; 32], Option<EdwardsPoint>);
+
 thread_local! {
     /// The last few remote keys this thread multiplied, with their Edwards forms (`None`: not
     /// on the curve). Public data only, compared in full; a pure function of the key bytes.
-    static POINTS: std::cell::RefCell<[Option<([u8; 32], Option<EdwardsPoint>)>; POINT_CACHE]> =
+    static POINTS: std::cell::RefCell<[Option<CachedPoint>; POINT_CACHE]> =
         const { std::cell::RefCell::new([None; POINT_CACHE]) };
     /// Where the next new entry of [`POINTS`] goes (round robin).
     static POINTS_NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
