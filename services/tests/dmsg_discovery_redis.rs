@@ -160,3 +160,64 @@ async fn two_instances_on_one_redis_see_each_others_writes() {
     }
     drop(redis);
 }
+
+/// `available_servers` and `all_servers` send Redis's stored JSON as it is (no re-parsing):
+/// the same lists, in the same order, as the typed store methods; a corrupt stored entry is a
+/// 500 for the list that contains it, and the rest of the API is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lists_are_the_stored_json_and_corruption_is_an_error() {
+    let cfg = config();
+    let Some(b) = Backend::new(Kind::Redis, &cfg).await else {
+        return;
+    };
+    let app = b.service(&cfg).router();
+    let keys: Vec<SecretKey> = (0..3).map(|_| SecretKey::generate().unwrap()).collect();
+    for (key, free) in keys.iter().zip([5, 0, 9]) {
+        let answer = send(&app, post(&server_entry(key, "192.0.2.1:1", free, 1))).await;
+        assert!(answer.status.is_success(), "{answer:?}");
+    }
+    let available = send(&app, get("/dmsg-discovery/available_servers")).await;
+    assert_eq!(available.status, StatusCode::OK);
+    let typed = b.store.available_servers(512).await.unwrap();
+    assert_eq!(available.json, serde_json::to_value(&typed).unwrap());
+    let order: Vec<String> = typed.iter().map(|e| e.static_pk.to_string()).collect();
+    assert_eq!(
+        order,
+        [keys[2].public_key().to_string(), keys[0].public_key().to_string()],
+        "most free first, none without free sessions"
+    );
+    let all = send(&app, get("/dmsg-discovery/all_servers")).await;
+    let typed_all = b.store.all_servers(10_000).await.unwrap();
+    assert_eq!(typed_all.len(), 3);
+    assert_eq!(all.json, serde_json::to_value(&typed_all).unwrap());
+
+    // Corrupt the stored entry of the server with no free sessions: only `all_servers` lists it.
+    let url = b.redis.as_ref().unwrap().url();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let corrupt_key = format!("dmsgd:{}:e", keys[1].public_key());
+    let _: () = redis::cmd("SET")
+        .arg(&corrupt_key)
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let all = send(&app, get("/dmsg-discovery/all_servers")).await;
+    assert_eq!(all.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(all.code(), "internal");
+    assert!(
+        all.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stored entry")),
+        "{all:?}"
+    );
+    // Unaffected: the other list and single entries.
+    let available = send(&app, get("/dmsg-discovery/available_servers")).await;
+    assert_eq!(available.status, StatusCode::OK);
+    assert_eq!(available.json.as_array().map(Vec::len), Some(2));
+    let path = format!("/dmsg-discovery/entry/{}", keys[0].public_key());
+    assert_eq!(send(&app, get(&path)).await.status, StatusCode::OK);
+}

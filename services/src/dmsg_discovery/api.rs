@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
 use super::limit::{KeyedRateLimit, RateKey};
-use super::store::Store;
+use super::store::{EntryJson, Store};
 
 /// Most entries `available_servers` returns.
 pub const MAX_AVAILABLE_SERVERS: usize = 512;
@@ -340,14 +340,21 @@ async fn delete_entry(
     Ok(Json(Outcome { result: "deleted" }).into_response())
 }
 
-async fn available_servers(State(state): State<AppState>) -> Result<Json<Vec<Entry>>, ApiError> {
+async fn available_servers(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<EntryJson>>, ApiError> {
     Ok(Json(
-        state.store.available_servers(MAX_AVAILABLE_SERVERS).await?,
+        state
+            .store
+            .available_servers_json(MAX_AVAILABLE_SERVERS)
+            .await?,
     ))
 }
 
-async fn all_servers(State(state): State<AppState>) -> Result<Json<Vec<Entry>>, ApiError> {
-    Ok(Json(state.store.all_servers(state.opts.max_list).await?))
+async fn all_servers(State(state): State<AppState>) -> Result<Json<Vec<EntryJson>>, ApiError> {
+    Ok(Json(
+        state.store.all_servers_json(state.opts.max_list).await?,
+    ))
 }
 
 async fn client_entries(State(state): State<AppState>) -> Result<Json<Vec<PublicKey>>, ApiError> {

@@ -81,7 +81,9 @@ pub use config::{Args, Config, DEFAULT_ADDR, DEFAULT_GRACE, Mode, StoreSpec};
 pub use error::{ApiError, RunError};
 pub use governor::clock::FakeRelativeClock;
 pub use limit::{KeyedRateLimit, RateKey};
-pub use store::{MemoryStore, PutOutcome, RedisConfig, RedisStore, Store, StoreConfig, StoreError};
+pub use store::{
+    EntryJson, MemoryStore, PutOutcome, RedisConfig, RedisStore, Store, StoreConfig, StoreError,
+};
 
 /// The service: state shared by its router and its maintenance task. Cheap to clone.
 #[derive(Clone)]

@@ -144,6 +144,9 @@ pub struct StoreStats {
     pub clients: u64,
 }
 
+/// One entry as JSON text, exactly as the HTTP API sends it (`{"static": ..., "server": ...}`).
+pub type EntryJson = Box<serde_json::value::RawValue>;
+
 /// A boxed future returned by [`Store`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -163,12 +166,31 @@ pub trait Store: Send + Sync + 'static {
     fn available_servers(&self, limit: usize) -> StoreFuture<'_, Vec<Entry>>;
     /// Live server entries (most free first), at most `limit`.
     fn all_servers(&self, limit: usize) -> StoreFuture<'_, Vec<Entry>>;
+    /// [`available_servers`](Store::available_servers) as JSON texts: what the HTTP API sends.
+    /// The default serialises the typed entries; a store that keeps entries as JSON (Redis)
+    /// returns them as stored, without parsing them again (entries were verified when written).
+    fn available_servers_json(&self, limit: usize) -> StoreFuture<'_, Vec<EntryJson>> {
+        Box::pin(async move { to_json(&self.available_servers(limit).await?) })
+    }
+    /// [`all_servers`](Store::all_servers) as JSON texts (see
+    /// [`available_servers_json`](Store::available_servers_json)).
+    fn all_servers_json(&self, limit: usize) -> StoreFuture<'_, Vec<EntryJson>> {
+        Box::pin(async move { to_json(&self.all_servers(limit).await?) })
+    }
     /// Keys of live entries with a client section, at most `limit`.
     fn client_keys(&self, limit: usize) -> StoreFuture<'_, Vec<PublicKey>>;
     /// Removes expired entries, tombstones and index members; returns how many were removed.
     fn purge_expired(&self) -> StoreFuture<'_, usize>;
     /// Checks the backend (Redis: a round trip) and reports index sizes.
     fn stats(&self) -> StoreFuture<'_, StoreStats>;
+}
+
+/// Entries serialised one by one (the default of the `*_json` methods).
+fn to_json(entries: &[Entry]) -> Result<Vec<EntryJson>, StoreError> {
+    entries
+        .iter()
+        .map(|e| serde_json::value::to_raw_value(e).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .collect()
 }
 
 #[cfg(test)]
