@@ -942,7 +942,6 @@ async fn redis_outage_is_503_store_unavailable_and_health_down() {
     }
     for a in [
         send(&app, get("/api/services?type=vpn")).await,
-        send(&app, register_req(&alice, 1, "vpn")).await,
         send(
             &app,
             get(&format!("/api/services/{}:1", alice.public_key())),
@@ -957,6 +956,15 @@ async fn redis_outage_is_503_store_unavailable_and_health_down() {
         );
         assert_eq!(a.headers["retry-after"], "1");
     }
+    // A signed write cannot even be checked for replays (the nonces are in the same Redis).
+    let write = send(&app, register_req(&alice, 1, "vpn")).await;
+    assert_error(
+        &write,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "replay_store_unavailable",
+        "cannot check the request for replays",
+    );
+    assert_eq!(write.headers["retry-after"], "1");
     let health = send(&app, get("/health")).await;
     assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(health.json["checks"]["store"]["status"], "down");
@@ -1009,4 +1017,64 @@ async fn writes_are_rate_limited_per_key() {
         send(&app, register_req(&alice, 1, "vpn")).await.status,
         StatusCode::OK
     );
+}
+
+/// Two instances on one Redis share the signed-request nonces: a request accepted by one is a
+/// replay at the other (each instance's own seen-set has never seen it). The nonce key is in
+/// the service's namespace and expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_redis_refuse_each_others_replays() {
+    let cfg = config();
+    let Some(backend) = Backend::new(Kind::Redis, &cfg).await else {
+        return;
+    };
+    let url = backend.redis.as_ref().unwrap().url();
+    let second_store = ttl_store::open(
+        &StoreSpec::Redis(RedisConfig::new(url.clone())),
+        REDIS_NAMESPACE,
+        0,
+    )
+    .await
+    .unwrap();
+    let a = backend.service(&cfg).router();
+    let b = ServiceDiscovery::new(&cfg, second_store).router();
+    let alice = key();
+    let body = reg_json(alice.public_key(), 45, "vpn");
+    let headers = auth::sign_now(&alice, &Method::POST, "/api/services", &body).unwrap();
+    let request = || {
+        let mut req = Request::post("/api/services")
+            .header("content-type", "application/json")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        req.headers_mut().extend(headers.clone());
+        req
+    };
+    let first = send(&a, request()).await;
+    assert!(first.status.is_success(), "{first:?}");
+    assert_error(
+        &send(&b, request()).await,
+        StatusCode::UNAUTHORIZED,
+        "replayed_request",
+        "nonce already used",
+    );
+
+    // The nonce lives in the service's namespace, with a TTL (2 × 30 s window + 1 s).
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{REDIS_NAMESPACE}nonce:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].contains(&alice.public_key().to_string()));
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((50_000..=61_000).contains(&pttl), "{pttl}");
 }

@@ -74,3 +74,28 @@ async fn an_outage_is_unavailable_not_a_hang() {
     assert!(matches!(err, TtlStoreError::Unavailable(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn shared_nonces_are_marked_once_per_namespace() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let memory = ttl_store::open(&StoreSpec::Memory, "x:", 10).await.unwrap();
+    assert!(
+        memory.shared_nonces().is_none(),
+        "the embedded store shares nothing"
+    );
+    let a = open(&redis, "a:").await.shared_nonces().unwrap();
+    let a_again = open(&redis, "a:").await.shared_nonces().unwrap();
+    let b = open(&redis, "b:").await.shared_nonces().unwrap();
+    let pk = skytower_transports::identity::SecretKey::generate()
+        .unwrap()
+        .public_key();
+    let ttl = Duration::from_secs(60);
+    assert_eq!(a.mark_once(&pk, &[1; 16], ttl).await, Ok(true));
+    // Another connection to the same namespace (another instance) sees it.
+    assert_eq!(a_again.mark_once(&pk, &[1; 16], ttl).await, Ok(false));
+    assert_eq!(a.mark_once(&pk, &[2; 16], ttl).await, Ok(true));
+    // Another namespace (another service) does not.
+    assert_eq!(b.mark_once(&pk, &[1; 16], ttl).await, Ok(true));
+}

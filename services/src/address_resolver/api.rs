@@ -25,7 +25,7 @@ use super::bindings::{Binding, Bindings, Transport};
 use super::udp::{Puncher, address_allowed};
 use super::wire::canonical_ip;
 use crate::api::ApiError;
-use crate::auth::{AuthConfig, RequireSignatureLayer, VerifiedKey};
+use crate::auth::{AuthConfig, RequireSignatureLayer, VerifiedKey, Verifier};
 use crate::svcmode::metrics::RouteLabelLayer;
 use crate::ttl_store::TtlStore;
 
@@ -114,7 +114,9 @@ pub(crate) struct AppState {
 /// (413). `/health` is answered by the service mode in front of it.
 pub(crate) fn router(state: AppState) -> Router {
     let opts = state.opts.clone();
-    let auth = RequireSignatureLayer::new(opts.auth);
+    let verifier =
+        Verifier::new(opts.auth).with_shared_nonces(state.bindings.store().shared_nonces());
+    let auth = RequireSignatureLayer::with_verifier(Arc::new(verifier));
     Router::new()
         .route(
             "/bind/stcpr",

@@ -13,7 +13,9 @@
 //! SHA-256 of the body**, so a signature cannot be moved to another path, method or body (the Go
 //! scheme signed only the body). Replays are refused with a timestamp window (default 30 s either
 //! way) plus a bounded seen-set of `(key, nonce)` inside it
-//! ([`ReplayGuard`]). There is no per-key
+//! ([`ReplayGuard`]), and, when the service's store is shared by several instances (Redis), a
+//! [`SharedNonces`] set in that store, so a request accepted by one instance is a replay at
+//! every other. There is no per-key
 //! counter, so concurrent requests from one key never race each other (the Go nonce counter made
 //! them fail and retry).
 //!
@@ -89,6 +91,23 @@ pub const SIG: HeaderName = HeaderName::from_static("sw-sig");
 /// The caller's key, verified: put in the request extensions by [`RequireSignature`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VerifiedKey(pub PublicKey);
+
+/// A boxed future of [`SharedNonces::mark_once`].
+pub type NonceFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>>;
+
+/// Nonces remembered where several service instances see them: a [`Verifier`] with one refuses
+/// a request another instance already accepted. Each verifier still keeps its own bounded
+/// seen-set in front of it (a replay to the same instance is refused without a round trip).
+///
+/// [`TtlStore::shared_nonces`](crate::ttl_store::TtlStore::shared_nonces) gives one for stores
+/// shared by instances (`RedisTtlStore`: `SET … NX PX`); the services use their store's.
+pub trait SharedNonces: Send + Sync + fmt::Debug {
+    /// Records `(pk, nonce)` for `ttl` unless it is already there, atomically: `Ok(true)` when
+    /// it is new, `Ok(false)` when it was seen. `Err` (the reason) when the store cannot answer:
+    /// the request is then refused with 503, never let through unchecked.
+    fn mark_once(&self, pk: &PublicKey, nonce: &[u8; 16], ttl: Duration) -> NonceFuture<'_>;
+}
 
 /// Limits of the server side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,6 +271,9 @@ pub enum AuthError {
     /// The seen-set is full.
     #[error("too many signed requests in the replay window; retry later")]
     ReplayCacheFull,
+    /// The shared nonce store (see [`SharedNonces`]) did not answer.
+    #[error("cannot check the request for replays: {0}")]
+    ReplayStoreUnavailable(String),
     /// The body is over the limit.
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(usize),
@@ -277,6 +299,14 @@ impl From<AuthError> for ApiError {
                     message,
                 )
             },
+            AuthError::ReplayStoreUnavailable(_) => ApiError {
+                retry_after: Some(Duration::from_secs(1)),
+                ..ApiError::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "replay_store_unavailable",
+                    message,
+                )
+            },
             AuthError::BodyTooLarge(limit) => ApiError::body_too_large(limit),
             AuthError::Body(_) => ApiError::bad_request("bad_body", message),
         }
@@ -287,6 +317,7 @@ impl From<AuthError> for ApiError {
 pub struct Verifier {
     config: AuthConfig,
     guard: ReplayGuard,
+    shared: Option<Arc<dyn SharedNonces>>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
@@ -295,6 +326,7 @@ impl fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("config", &self.config)
             .field("seen", &self.guard.len())
+            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }
@@ -310,8 +342,18 @@ impl Verifier {
         Verifier {
             config,
             guard: ReplayGuard::new(config.window, config.max_seen),
+            shared: None,
             clock: Box::new(clock),
         }
+    }
+
+    /// Also remembers accepted nonces in `shared` (`None`: only in this verifier), so that
+    /// instances sharing it refuse each other's replays. Services pass their store's
+    /// [`shared_nonces`](crate::ttl_store::TtlStore::shared_nonces).
+    #[must_use]
+    pub fn with_shared_nonces(mut self, shared: Option<Arc<dyn SharedNonces>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// The limits.
@@ -321,8 +363,9 @@ impl Verifier {
 
     /// Checks the signature headers of a request with this method, target and body; returns the
     /// caller's key. The nonce is remembered only when the signature verifies, so a forged
-    /// request cannot burn a legitimate caller's nonce.
-    pub fn verify(
+    /// request cannot burn a legitimate caller's nonce. With [`SharedNonces`] this awaits one
+    /// round trip to the shared store (after every local check has passed).
+    pub async fn verify(
         &self,
         method: &Method,
         path_and_query: &str,
@@ -362,15 +405,28 @@ impl Verifier {
         pk.verify(contexts::HTTP_AUTH, &msg, &sig)
             .map_err(|_| AuthError::BadSignature(pk))?;
         match self.guard.check_at(&pk, &nonce, timestamp, now) {
-            Ok(()) => Ok(pk),
-            Err(ReplayError::Replay) => Err(AuthError::Replayed(pk)),
-            Err(ReplayError::Full) => Err(AuthError::ReplayCacheFull),
-            Err(ReplayError::Stale) => Err(AuthError::Stale {
-                timestamp,
-                now,
-                window_ms,
-            }),
+            Ok(()) => {}
+            Err(ReplayError::Replay) => return Err(AuthError::Replayed(pk)),
+            Err(ReplayError::Full) => return Err(AuthError::ReplayCacheFull),
+            Err(ReplayError::Stale) => {
+                return Err(AuthError::Stale {
+                    timestamp,
+                    now,
+                    window_ms,
+                });
+            }
         }
+        if let Some(shared) = &self.shared {
+            // Kept while any instance could still accept the timestamp: it is within `window`
+            // of their clocks, which may differ from ours by up to `window` as well.
+            let ttl = self.config.window.saturating_mul(2) + Duration::from_secs(1);
+            match shared.mark_once(&pk, &nonce, ttl).await {
+                Ok(true) => {}
+                Ok(false) => return Err(AuthError::Replayed(pk)),
+                Err(e) => return Err(AuthError::ReplayStoreUnavailable(e)),
+            }
+        }
+        Ok(pk)
     }
 }
 

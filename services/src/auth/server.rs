@@ -12,6 +12,7 @@ use http::Request;
 use http::request::Parts;
 use http_body_util::{BodyExt, Limited};
 use pin_project::pin_project;
+use skytower_transports::identity::PublicKey;
 use tower::{BoxError, Layer, Service};
 
 use super::{AuthConfig, AuthError, SharedVerifier, VerifiedKey, Verifier};
@@ -61,7 +62,8 @@ pub struct RequireSignature<S> {
     verifier: SharedVerifier,
 }
 
-type Collect = Pin<Box<dyn Future<Output = Result<(Parts, Bytes), AuthError>> + Send>>;
+/// Reads the body and verifies the request: its parts, body and caller.
+type Collect = Pin<Box<dyn Future<Output = Result<(Parts, Bytes, PublicKey), AuthError>> + Send>>;
 
 impl<S, B> Service<Request<B>> for RequireSignature<S>
 where
@@ -82,19 +84,29 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
-        let limit = self.verifier.config().max_body;
+        let verifier = self.verifier.clone();
         let collect: Collect = Box::pin(async move {
-            match Limited::new(body, limit).collect().await {
-                Ok(collected) => Ok((parts, collected.to_bytes())),
-                Err(e) if is_length_limit(e.as_ref()) => Err(AuthError::BodyTooLarge(limit)),
-                Err(e) => Err(AuthError::Body(e.to_string())),
-            }
+            let limit = verifier.config().max_body;
+            let body = match Limited::new(body, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if is_length_limit(e.as_ref()) => {
+                    return Err(AuthError::BodyTooLarge(limit));
+                }
+                Err(e) => return Err(AuthError::Body(e.to_string())),
+            };
+            let target = parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+            let pk = verifier
+                .verify(&parts.method, target, &parts.headers, &body)
+                .await?;
+            Ok((parts, body, pk))
         });
         RequireSignatureFuture {
             state: State::Collect {
                 collect,
                 inner: Some(inner),
-                verifier: self.verifier.clone(),
             },
         }
     }
@@ -113,8 +125,8 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The response future of [`RequireSignature`]: reads the body, verifies, then calls the inner
-/// service.
+/// The response future of [`RequireSignature`]: reads the body, verifies (with a shared nonce
+/// store, one round trip to it), then calls the inner service.
 #[pin_project]
 pub struct RequireSignatureFuture<S: Service<Request<Body>>> {
     #[pin]
@@ -126,7 +138,6 @@ enum State<S: Service<Request<Body>>> {
     Collect {
         collect: Collect,
         inner: Option<S>,
-        verifier: SharedVerifier,
     },
     Call {
         #[pin]
@@ -144,21 +155,8 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Collect {
-                    collect,
-                    inner,
-                    verifier,
-                } => {
-                    let outcome = ready!(collect.as_mut().poll(cx));
-                    let verified = outcome.and_then(|(parts, body)| {
-                        let target = parts
-                            .uri
-                            .path_and_query()
-                            .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
-                        let pk = verifier.verify(&parts.method, target, &parts.headers, &body)?;
-                        Ok((parts, body, pk))
-                    });
-                    let (mut parts, body, pk) = match verified {
+                StateProj::Collect { collect, inner } => {
+                    let (mut parts, body, pk) = match ready!(collect.as_mut().poll(cx)) {
                         Ok(ok) => ok,
                         Err(e) => {
                             tracing::debug!(error = %e, "signed request refused");

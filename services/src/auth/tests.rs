@@ -377,3 +377,83 @@ fn signing_bytes_layout() {
         )
     );
 }
+
+/// A [`SharedNonces`] in memory, as several instances' verifiers would share Redis.
+#[derive(Debug, Default)]
+struct FakeShared {
+    seen: std::sync::Mutex<std::collections::HashSet<(PublicKey, [u8; 16])>>,
+    ttls: std::sync::Mutex<Vec<Duration>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl SharedNonces for FakeShared {
+    fn mark_once(&self, pk: &PublicKey, nonce: &[u8; 16], ttl: Duration) -> NonceFuture<'_> {
+        let result = if self.down.load(Ordering::Relaxed) {
+            Err("connection refused".to_owned())
+        } else {
+            self.ttls.lock().unwrap().push(ttl);
+            Ok(self.seen.lock().unwrap().insert((*pk, *nonce)))
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+#[tokio::test]
+async fn instances_sharing_nonces_refuse_each_others_replays() {
+    let shared = Arc::new(FakeShared::default());
+    let instance = |shared: &Arc<FakeShared>| {
+        let verifier = Verifier::with_clock(AuthConfig::default(), || NOW)
+            .with_shared_nonces(Some(shared.clone() as Arc<dyn SharedNonces>));
+        app(Arc::new(verifier))
+    };
+    let (a, b) = (instance(&shared), instance(&shared));
+    let k = key();
+    let req = || signed(&k, Method::POST, "/things", "/things", "x", NOW, [9; 16]);
+
+    assert_eq!(answer(&a, req()).await.0, StatusCode::OK);
+    // Accepted by A: a replay to B (whose own seen-set has never seen it) is refused too.
+    let (status, code, _) = refusal(&b, req()).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "replayed_request")
+    );
+    // Kept for twice the window plus a second: any instance's clock may still accept it.
+    assert_eq!(
+        *shared.ttls.lock().unwrap(),
+        vec![Duration::from_secs(61), Duration::from_secs(61)]
+    );
+
+    // A forgery is refused before the shared store is asked (it cannot burn the nonce there).
+    let mut forged = signed(&k, Method::POST, "/things", "/things", "x", NOW, [10; 16]);
+    *forged.body_mut() = Body::from("evil");
+    assert_eq!(refusal(&b, forged).await.1, "bad_signature");
+    assert_eq!(shared.ttls.lock().unwrap().len(), 2);
+    let real = signed(&k, Method::POST, "/things", "/things", "x", NOW, [10; 16]);
+    assert_eq!(answer(&b, real).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_unreachable_shared_nonce_store_refuses_with_503() {
+    let shared = Arc::new(FakeShared::default());
+    shared.down.store(true, Ordering::Relaxed);
+    let verifier = Verifier::with_clock(AuthConfig::default(), || NOW)
+        .with_shared_nonces(Some(shared.clone() as Arc<dyn SharedNonces>));
+    let app = app(Arc::new(verifier));
+    let k = key();
+    let req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [3; 16]);
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()[http::header::RETRY_AFTER], "1");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let parsed = crate::api::ErrorBody::parse(&body).unwrap();
+    assert_eq!(parsed.code, "replay_store_unavailable");
+    assert!(
+        parsed.message.contains("connection refused"),
+        "{}",
+        parsed.message
+    );
+    // Never let through unchecked; once the store is back, a fresh request passes.
+    shared.down.store(false, Ordering::Relaxed);
+    let req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [4; 16]);
+    assert_eq!(answer(&app, req).await.0, StatusCode::OK);
+}

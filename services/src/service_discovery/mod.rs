@@ -72,7 +72,7 @@ use skytower_layers::health::HealthLayer;
 use skytower_transports::dmsg::wire::Addr;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthConfig, RequireSignatureLayer};
+use crate::auth::{AuthConfig, RequireSignatureLayer, Verifier};
 use crate::dmsg_discovery::KeyedRateLimit;
 use crate::svcmode::{SvcConfig, SvcError, SvcServer};
 use crate::ttl_store::{self, TtlStore, TtlStoreError};
@@ -146,11 +146,13 @@ impl ServiceDiscovery {
     /// A service over `store` with `config`'s limits (writes rate-limited on the real clock,
     /// signatures checked against the wall clock).
     pub fn new(config: &Config, store: Arc<dyn TtlStore>) -> Self {
-        let auth = RequireSignatureLayer::new(AuthConfig {
+        let verifier = Verifier::new(AuthConfig {
             window: config.signature_window,
             max_body: config.max_body,
             ..AuthConfig::default()
-        });
+        })
+        .with_shared_nonces(store.shared_nonces());
+        let auth = RequireSignatureLayer::with_verifier(Arc::new(verifier));
         ServiceDiscovery {
             state: api::AppState {
                 dir: Directory::new(store, config.ttl, config.max_per_key, config.max_entries),

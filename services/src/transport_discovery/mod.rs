@@ -110,11 +110,14 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn TtlStore>, RunError> 
 impl TransportDiscovery {
     /// A service over `store`, verifying signed requests on the wall clock.
     pub fn new(config: &Config, store: Arc<dyn TtlStore>) -> Self {
-        let verifier = Arc::new(Verifier::new(AuthConfig {
-            window: config.timestamp_window,
-            max_body: config.max_body,
-            max_seen: config.max_seen,
-        }));
+        let verifier = Arc::new(
+            Verifier::new(AuthConfig {
+                window: config.timestamp_window,
+                max_body: config.max_body,
+                max_seen: config.max_seen,
+            })
+            .with_shared_nonces(store.shared_nonces()),
+        );
         TransportDiscovery {
             state: api::AppState {
                 records: Records::new(store),

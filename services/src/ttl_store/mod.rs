@@ -53,7 +53,7 @@ mod memory;
 mod redis;
 
 pub use memory::MemoryTtlStore;
-pub use redis::RedisTtlStore;
+pub use redis::{RedisNonces, RedisTtlStore};
 
 /// The future of a store operation.
 pub type TtlStoreFuture<'a, T> =
@@ -131,6 +131,14 @@ pub trait TtlStore: Send + Sync + std::fmt::Debug {
 
     /// The number of live records.
     fn len(&self) -> TtlStoreFuture<'_, usize>;
+
+    /// Where signed-request verifiers remember nonces so that every instance sharing this store
+    /// sees them ([`Verifier::with_shared_nonces`](crate::auth::Verifier::with_shared_nonces)):
+    /// `Some` for a store shared between processes (Redis), `None` (the default) for the
+    /// embedded one, whose single instance has its verifier's own seen-set.
+    fn shared_nonces(&self) -> Option<Arc<dyn crate::auth::SharedNonces>> {
+        None
+    }
 }
 
 /// Opens the store named by `spec`: a [`MemoryTtlStore`] of at most `max_records`, or a

@@ -8,18 +8,24 @@
 //! | `Nall` | sorted set | ids scored by expiry (Redis clock, ms) | — |
 //! | `Ni:<index>` | sorted set | ids scored by expiry | — |
 //! | `Nindexes` | set | the index names in use | — |
+//! | `Nnonce:<pk>:<nonce>` | string | empty: a signed request's nonce, seen ([`RedisNonces`]) | twice the signature window + 1 s |
 //!
 //! Every operation is one Lua script, reading the Redis server's clock (`TIME`), so a record and
 //! its index entries change together and expiry is judged by one clock however many instances
 //! share the Redis. Listing skips members whose score (expiry) has passed; purging removes them
 //! (`ZREMRANGEBYSCORE`) from `Nall` and every index, and forgets empty indexes.
 
+use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use skytower_transports::identity::PublicKey;
+
 use super::{Record, RedisConfig, TtlStore, TtlStoreError, TtlStoreFuture};
+use crate::auth::{NonceFuture, SharedNonces};
 
 const NOW: &str = r#"
 local t = redis.call('TIME')
@@ -239,6 +245,13 @@ impl TtlStore for RedisTtlStore {
         "redis"
     }
 
+    fn shared_nonces(&self) -> Option<Arc<dyn SharedNonces>> {
+        Some(Arc::new(RedisNonces::new(
+            self.conn.clone(),
+            format!("{}nonce:", self.namespace),
+        )))
+    }
+
     fn put<'a>(
         &'a self,
         id: &'a str,
@@ -321,6 +334,54 @@ impl TtlStore for RedisTtlStore {
                 .invoke_async(&mut self.conn.clone())
                 .await
                 .map_err(unavailable)
+        })
+    }
+}
+
+/// Nonces of signed requests in Redis, shared by every instance on it: one `SET key "" NX PX`
+/// per accepted request (from [`RedisTtlStore::shared_nonces`], on the store's connection).
+/// Redis holds one short key per signed request for twice the window (~150 bytes each), so its
+/// memory follows the signed-request rate, which the services' per-peer rate limits bound.
+#[derive(Clone)]
+pub struct RedisNonces {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisNonces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisNonces")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisNonces {
+    /// Nonces under `prefix` (e.g. `uptime-tracker:nonce:`) on an existing connection.
+    pub(crate) fn new(conn: ConnectionManager, prefix: String) -> Self {
+        RedisNonces { conn, prefix }
+    }
+}
+
+impl SharedNonces for RedisNonces {
+    fn mark_once(&self, pk: &PublicKey, nonce: &[u8; 16], ttl: Duration) -> NonceFuture<'_> {
+        let mut key = format!("{}{pk}:", self.prefix);
+        for b in nonce {
+            let _ = write!(key, "{b:02x}");
+        }
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg("")
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            Ok(set.is_some())
         })
     }
 }

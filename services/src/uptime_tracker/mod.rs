@@ -125,11 +125,12 @@ impl UptimeService {
     /// A service over `store` (whose [`Accounting`] rules apply), on the system clock, with the
     /// rate limit and signature settings of `config`.
     pub fn new(config: &TrackerConfig, store: Arc<dyn UptimeStore>) -> Self {
+        let verifier = Verifier::new(config.auth).with_shared_nonces(store.shared_nonces());
         UptimeService {
             store,
             clock: Arc::new(SystemClock),
             limit: KeyedRateLimit::new(config.rate_per_second, config.rate_burst),
-            verifier: Arc::new(Verifier::new(config.auth)),
+            verifier: Arc::new(verifier),
             config: Arc::new(config.clone()),
         }
     }

@@ -201,6 +201,13 @@ pub trait UptimeStore: Send + Sync + std::fmt::Debug {
 
     /// The number of live nodes.
     fn len(&self, now_ms: u64) -> StoreFuture<'_, usize>;
+
+    /// Where the heartbeat verifier remembers nonces so every instance sharing this store sees
+    /// them (see [`TtlStore::shared_nonces`](crate::ttl_store::TtlStore::shared_nonces)):
+    /// `Some` for Redis, `None` (the default) for the embedded store.
+    fn shared_nonces(&self) -> Option<std::sync::Arc<dyn crate::auth::SharedNonces>> {
+        None
+    }
 }
 
 /// The behaviour every [`UptimeStore`] must have, run against both implementations by their

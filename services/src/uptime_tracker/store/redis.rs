@@ -246,6 +246,13 @@ impl UptimeStore for RedisUptimeStore {
         "redis"
     }
 
+    fn shared_nonces(&self) -> Option<std::sync::Arc<dyn crate::auth::SharedNonces>> {
+        Some(std::sync::Arc::new(crate::ttl_store::RedisNonces::new(
+            self.conn.clone(),
+            format!("{}nonce:", self.namespace),
+        )))
+    }
+
     fn accounting(&self) -> &Accounting {
         &self.accounting
     }
