@@ -30,15 +30,14 @@
 //! with `--metrics` installs it; another recorder installed earlier by the embedding program is
 //! an error ([`SvcError::Metrics`](super::SvcError::Metrics)).
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use http::{Method, Request, Response};
-use metrics::{counter, gauge, histogram};
+use metrics::{SharedString, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use skytower_layers::circuit_breaker::BreakerHandle;
 use skytower_layers::handshake_queue::HandshakeQueueHandle;
@@ -70,7 +69,7 @@ pub(crate) fn recorder() -> Result<PrometheusHandle, String> {
 /// The route pattern a request matched, put in the response's extensions (by
 /// [`RouteLabelLayer`], or by any service that knows its routes) for the `route` label.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteLabel(pub Cow<'static, str>);
+pub struct RouteLabel(pub Arc<str>);
 
 /// Copies axum's `MatchedPath` into the response as a [`RouteLabel`]. Add it with
 /// `Router::route_layer(RouteLabelLayer)` (it must run after routing) to get per-route metrics.
@@ -103,11 +102,10 @@ pub struct RouteLabelService<S> {
 impl<S, ReqB, ResB> Service<Request<ReqB>> for RouteLabelService<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
+    type Future = RouteLabelFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -117,15 +115,36 @@ where
         let route = req
             .extensions()
             .get::<axum::extract::MatchedPath>()
-            .map(|m| RouteLabel(Cow::Owned(m.as_str().to_owned())));
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut res = fut.await?;
-            if let Some(route) = route {
-                res.extensions_mut().insert(route);
-            }
-            Ok(res)
-        })
+            .map(|m| RouteLabel(Arc::from(m.as_str())));
+        RouteLabelFuture {
+            inner: self.inner.call(req),
+            route,
+        }
+    }
+}
+
+/// The response future of [`RouteLabelService`]: the inner response with its [`RouteLabel`].
+#[pin_project::pin_project]
+#[derive(Debug)]
+pub struct RouteLabelFuture<F> {
+    #[pin]
+    inner: F,
+    route: Option<RouteLabel>,
+}
+
+impl<F, ResB, E> Future for RouteLabelFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = Result<Response<ResB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = ready!(this.inner.poll(cx))?;
+        if let Some(route) = this.route.take() {
+            res.extensions_mut().insert(route);
+        }
+        Poll::Ready(Ok(res))
     }
 }
 
@@ -189,59 +208,126 @@ pub(crate) fn transport_label(peer: Option<&Peer>) -> &'static str {
 impl<S, ReqB, ResB> Service<Request<ReqB>> for RequestMetrics<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
+    type Future = RequestMetricsFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        if !self.layer.enabled {
-            return Box::pin(self.inner.call(req));
+        let meta = self.layer.enabled.then(|| RequestMeta {
+            service: self.layer.service.clone(),
+            method: method_label(req.method()),
+            transport: transport_label(req.extensions().get::<Peer>()),
+            health: req.uri().path() == self.layer.health_path,
+            started: tokio::time::Instant::now(),
+        });
+        RequestMetricsFuture {
+            inner: self.inner.call(req),
+            meta,
         }
-        let method = method_label(req.method());
-        let transport = transport_label(req.extensions().get::<Peer>());
-        let health = req.uri().path() == self.layer.health_path;
-        let service = self.layer.service.clone();
-        let started = tokio::time::Instant::now();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let result = fut.await;
-            let elapsed = started.elapsed().as_secs_f64();
-            let (status, route) = match &result {
-                Ok(res) => {
-                    let route = match res.extensions().get::<RouteLabel>() {
-                        Some(r) => r.0.to_string(),
-                        None if health => "/health".to_owned(),
-                        None => "unmatched".to_owned(),
-                    };
-                    (res.status().as_u16().to_string(), route)
-                }
-                Err(_) => ("error".to_owned(), "unmatched".to_owned()),
-            };
-            let service = service.to_string();
-            counter!(
-                "http_requests_total",
-                "service" => service.clone(),
-                "route" => route.clone(),
-                "method" => method,
-                "status" => status,
-                "transport" => transport,
-            )
-            .increment(1);
-            histogram!(
-                "http_request_duration_seconds",
-                "service" => service,
-                "route" => route,
-                "transport" => transport,
-            )
-            .record(elapsed);
-            result
-        })
+    }
+}
+
+/// What [`RequestMetrics`] knows of a request before it is answered.
+#[derive(Debug)]
+struct RequestMeta {
+    service: Arc<str>,
+    method: &'static str,
+    transport: &'static str,
+    health: bool,
+    started: tokio::time::Instant,
+}
+
+impl RequestMeta {
+    fn record<ResB, E>(self, result: &Result<Response<ResB>, E>) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let (status, route): (SharedString, SharedString) = match result {
+            Ok(res) => {
+                let route = match res.extensions().get::<RouteLabel>() {
+                    Some(r) => SharedString::from(r.0.clone()), // an `Arc` clone
+                    None if self.health => SharedString::const_str("/health"),
+                    None => SharedString::const_str("unmatched"),
+                };
+                (status_label(res.status()), route)
+            }
+            Err(_) => (
+                SharedString::const_str("error"),
+                SharedString::const_str("unmatched"),
+            ),
+        };
+        // The service label shares the layer's `Arc<str>`: no copy per request.
+        let service = SharedString::from(self.service);
+        counter!(
+            "http_requests_total",
+            "service" => service.clone(),
+            "route" => route.clone(),
+            "method" => self.method,
+            "status" => status,
+            "transport" => self.transport,
+        )
+        .increment(1);
+        histogram!(
+            "http_request_duration_seconds",
+            "service" => service,
+            "route" => route,
+            "transport" => self.transport,
+        )
+        .record(elapsed);
+    }
+}
+
+/// The `status` label: the common codes without an allocation.
+fn status_label(status: http::StatusCode) -> SharedString {
+    const COMMON: [(u16, &str); 14] = [
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (408, "408"),
+        (409, "409"),
+        (413, "413"),
+        (429, "429"),
+        (500, "500"),
+        (503, "503"),
+    ];
+    let code = status.as_u16();
+    match COMMON.iter().find(|(c, _)| *c == code) {
+        Some((_, label)) => SharedString::const_str(label),
+        None => SharedString::from(code.to_string()),
+    }
+}
+
+/// The response future of [`RequestMetrics`]: records the request when the response (or the
+/// error) is ready; nothing when metrics are off.
+#[pin_project::pin_project]
+#[derive(Debug)]
+pub(crate) struct RequestMetricsFuture<F> {
+    #[pin]
+    inner: F,
+    meta: Option<RequestMeta>,
+}
+
+impl<F, ResB, E> Future for RequestMetricsFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = Result<Response<ResB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Some(meta) = this.meta.take() {
+            meta.record(&result);
+        }
+        Poll::Ready(result)
     }
 }
 
@@ -293,4 +379,17 @@ where
 {
     gauge!("negative_cache_entries", "service" => service.to_owned(), "cache" => cache.to_owned())
         .set(handle.len() as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_labels_are_the_decimal_code() {
+        for code in [200, 201, 204, 304, 400, 404, 413, 429, 500, 503, 101, 418, 599] {
+            let status = http::StatusCode::from_u16(code).unwrap();
+            assert_eq!(&*status_label(status), code.to_string().as_str());
+        }
+    }
 }
