@@ -183,7 +183,10 @@ async fn server_lists_are_the_stored_json_and_corruption_is_an_error() {
     let order: Vec<String> = typed.iter().map(|e| e.static_pk.to_string()).collect();
     assert_eq!(
         order,
-        [keys[2].public_key().to_string(), keys[0].public_key().to_string()],
+        [
+            keys[2].public_key().to_string(),
+            keys[0].public_key().to_string()
+        ],
         "most free first, none without free sessions"
     );
     let all = send(&app, get("/dmsg-discovery/all_servers")).await;
