@@ -70,7 +70,6 @@ use skytower_transports::dmsg::disc_http::HttpDiscovery;
 use skytower_transports::dmsg::wire::Addr;
 use skytower_transports::identity::SecretKey;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthConfig;
 use crate::svcmode::{SvcConfig, SvcError, SvcServer};
@@ -242,15 +241,8 @@ impl AddressResolver {
             ..SvcConfig::default()
         };
         let server = SvcServer::start(svc_config, NAME, api::router(state)).await?;
-        let health = |e: skytower_layers::health::TooManyChecks| SvcError::Health(e.to_string());
-        server
-            .health()
-            .register("store", api::StoreCheck(bindings.store().clone()))
-            .map_err(health)?;
-        server
-            .health()
-            .register("udp", udp.health_check())
-            .map_err(health)?;
+        server.add_check("store", api::StoreCheck(bindings.store().clone()))?;
+        server.add_check("udp", udp.health_check())?;
         let queue = udp.queue().clone();
         server.on_scrape(move || {
             crate::svcmode::metrics::record_handshake_queue(NAME, "sudph", &queue);
@@ -315,16 +307,12 @@ impl AddressResolver {
             bindings,
             purge_interval,
         } = self;
-        let stop = CancellationToken::new();
-        let purge = tokio::spawn(ttl_store::purge_periodically(
-            bindings.store().clone(),
-            purge_interval,
-            stop.clone(),
-        ));
-        let _purge_owner = skytower_transports::task::AbortOnDrop::new(&purge);
-        let result = server.run_until(shutdown).await;
-        stop.cancel();
-        let _ = purge.await;
+        let store = bindings.store().clone();
+        let result = server
+            .run_beside(shutdown, "purge", move |stop| {
+                ttl_store::purge_periodically(store, purge_interval, stop)
+            })
+            .await;
         udp.shutdown().await;
         result.map_err(RunError::Svc)
     }
