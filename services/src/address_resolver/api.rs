@@ -1,7 +1,6 @@
 //! The HTTP API (`docs/api/address-resolver.md`): request and answer types, the axum router,
 //! and the tower stack around it.
 
-use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,17 +14,13 @@ use serde::{Deserialize, Serialize};
 use skytower_layers::check::{CheckFuture, CheckReport, HealthCheck};
 use skytower_transports::connector::Peer;
 use skytower_transports::identity::PublicKey;
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use super::bindings::{Binding, Bindings, Transport};
 use super::udp::{Puncher, address_allowed};
 use super::wire::canonical_ip;
 use crate::api::ApiError;
 use crate::auth::{AuthConfig, RequireSignatureLayer, VerifiedKey};
+use crate::http_stack::{StackLimits, wrap};
 use crate::svcmode::metrics::RouteLabelLayer;
 use crate::ttl_store::TtlStore;
 
@@ -115,7 +110,7 @@ pub(crate) struct AppState {
 pub(crate) fn router(state: AppState) -> Router {
     let opts = state.opts.clone();
     let auth = RequireSignatureLayer::new(opts.auth);
-    Router::new()
+    let router = Router::new()
         .route(
             "/bind/stcpr",
             post(bind_stcpr)
@@ -126,38 +121,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/transports", get(transports))
         .route_layer(RouteLabelLayer)
         .fallback(|| async { ApiError::not_found("no such route") })
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(axum::middleware::map_response(
-                    crate::dmsg_discovery::api::json_envelope,
-                ))
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |_: tower::BoxError| async {
-                        ApiError {
-                            retry_after: Some(Duration::from_secs(1)),
-                            ..ApiError::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "overloaded",
-                                "too many requests in flight",
-                            )
-                        }
-                    },
-                ))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(opts.max_in_flight))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    opts.request_timeout,
-                ))
-                .layer(RequestBodyTimeoutLayer::new(opts.request_timeout))
-                .layer(RequestBodyLimitLayer::new(opts.max_body)),
-        )
-}
-
-fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
-    ApiError::internal("handler panicked").into_response()
+        .with_state(state);
+    wrap(
+        router,
+        StackLimits {
+            max_in_flight: opts.max_in_flight,
+            request_timeout: opts.request_timeout,
+            max_body: opts.max_body,
+        },
+    )
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cli::parse_duration as duration;
 pub use crate::svcmode::Mode;
 use crate::svcmode::{SvcArgs, SvcError};
 use crate::ttl_store::{StoreSpec, TtlStoreError};
@@ -162,10 +163,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// The `skytower address-resolver` flags: the shared service-mode flags ([`SvcArgs`]; here

@@ -69,7 +69,7 @@ use skytower_transports::dmsg::disc::Discovery;
 use skytower_transports::dmsg::disc_http::HttpDiscovery;
 use skytower_transports::dmsg::wire::Addr;
 use skytower_transports::identity::SecretKey;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 
 use crate::auth::AuthConfig;
 use crate::svcmode::{SvcConfig, SvcError, SvcServer};
@@ -152,17 +152,7 @@ impl AddressResolver {
             client,
         } = options;
         let dmsg = config.mode.dmsg();
-        let key = match (dmsg, key, &config.key) {
-            (false, _, _) => None,
-            (true, Some(key), _) => Some(key),
-            (true, None, Some(path)) => {
-                Some(SecretKey::load(path).map_err(|source| SvcError::Key {
-                    path: path.clone(),
-                    source,
-                })?)
-            }
-            (true, None, None) => return Err(SvcError::KeyRequired { mode: config.mode }.into()),
-        };
+        let key = crate::svcmode::load_key(config.mode, key, config.key.as_deref())?;
         let discovery = match (dmsg, discovery, &config.discovery) {
             (false, _, _) => None,
             (true, Some(d), _) => Some(d),
@@ -182,17 +172,11 @@ impl AddressResolver {
         };
         let bindings = Bindings::new(store, config.binding_ttl);
 
-        let addr = config.addr;
         let (listener, bound) = if config.mode.http() {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| SvcError::Bind { addr, source })?;
-            let bound = l
-                .local_addr()
-                .map_err(|source| SvcError::Bind { addr, source })?;
+            let (l, bound) = crate::svcmode::bind_tcp(config.addr).await?;
             (Some(l), bound)
         } else {
-            (None, addr)
+            (None, config.addr)
         };
         let udp_addr = config.udp_addr.unwrap_or(bound);
         let socket = UdpSocket::bind(udp_addr)

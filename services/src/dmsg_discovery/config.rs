@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::error::RunError;
 use super::store::{RedisConfig, StoreConfig};
+use crate::cli::parse_duration as duration;
 pub use crate::svcmode::Mode;
 use crate::svcmode::SvcArgs;
 
@@ -149,10 +150,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// The `skytower dmsg-discovery` flags: the service-mode flags shared by every service

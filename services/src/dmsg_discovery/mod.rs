@@ -61,7 +61,6 @@ use skytower_transports::dmsg::ClientConfig;
 use skytower_transports::dmsg::disc::Discovery;
 use skytower_transports::dmsg::disc_http::HttpDiscovery;
 use skytower_transports::identity::SecretKey;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::svcmode::{Maintain, SvcConfig, SvcError, SvcHandle, SvcServer};
@@ -291,24 +290,8 @@ impl DiscoveryServer {
             client,
         } = options;
         let dual = config.mode.dmsg();
-        let key = match (dual, key, &config.key) {
-            (false, _, _) => None,
-            (true, Some(key), _) => Some(key),
-            (true, None, Some(path)) => {
-                Some(SecretKey::load(path).map_err(|source| SvcError::Key {
-                    path: path.clone(),
-                    source,
-                })?)
-            }
-            (true, None, None) => return Err(SvcError::KeyRequired { mode: config.mode }.into()),
-        };
-        let addr = config.addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SvcError::Bind { addr, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| SvcError::Bind { addr, source })?;
+        let key = crate::svcmode::load_key(config.mode, key, config.key.as_deref())?;
+        let (listener, bound) = crate::svcmode::bind_tcp(config.addr).await?;
         let discovery = match (dual, discovery, &config.discovery) {
             (false, _, _) => None,
             (true, Some(d), _) => Some(d),

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::cli::parse_duration as duration;
 use crate::svcmode::SvcArgs;
 pub use crate::transport_discovery::RunError;
-use crate::transport_discovery::http::duration;
 use crate::ttl_store::StoreSpec;
 
 /// Default listen address (`--addr`).

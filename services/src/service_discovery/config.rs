@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::cli::parse_duration as duration;
 use crate::svcmode::{SvcArgs, SvcConfig};
 use crate::ttl_store::StoreSpec;
 
@@ -98,10 +99,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// The `skytower service-discovery` flags: the shared service-mode flags ([`SvcArgs`]; here

@@ -110,6 +110,7 @@ pub use config::{
     DEFAULT_ADDR, DEFAULT_DMSG_PORT, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, Mode, SvcArgs,
     SvcConfig,
 };
+pub(crate) use config::{bind_tcp, load_key};
 pub use handle::{Maintain, SvcHandle};
 pub use serve::SvcServer;
 pub use signal::{FORCED_EXIT_CODE, ShutdownSignal, block_on_until_signal, shutdown_signal};

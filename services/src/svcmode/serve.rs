@@ -120,12 +120,7 @@ impl SvcServer {
         let metrics = match metrics {
             Some(addr) => {
                 let handle = super::metrics::recorder().map_err(SvcError::Metrics)?;
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| SvcError::Bind { addr, source })?;
-                let addr = listener
-                    .local_addr()
-                    .map_err(|source| SvcError::Bind { addr, source })?;
+                let (listener, addr) = super::bind_tcp(addr).await?;
                 Some(MetricsEndpoint {
                     listener,
                     addr,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::http::duration;
+use crate::cli::parse_duration as duration;
 pub use crate::svcmode::Mode;
 use crate::svcmode::SvcArgs;
 use crate::ttl_store::{StoreSpec, TtlStoreError};

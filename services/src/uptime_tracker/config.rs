@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
+use crate::cli::parse_duration as duration;
 use crate::svcmode::SvcArgs;
 use crate::ttl_store::StoreSpec;
 
@@ -125,10 +126,6 @@ pub enum RunError {
     /// The runtime could not be built.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// The `skytower uptime-tracker` flags: the shared service-mode flags ([`SvcArgs`], here
