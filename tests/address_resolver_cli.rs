@@ -6,20 +6,14 @@ mod common;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{Running, help_with_flags, http_get, refused, wait_for_line};
+use common::{Running, http_get, refused, service_help, wait_for_line};
 use skytower::services::address_resolver::wire::Datagram;
 
 #[test]
 fn address_resolver_help_has_the_shared_and_own_flags() {
-    let help = help_with_flags(
+    let help = service_help(
         "address-resolver",
         &[
-            "--addr",
-            "--key",
-            "--discovery",
-            "--mode",
-            "--grace",
-            "--metrics",
             "--udp-addr",
             "--store",
             "--binding-ttl",

@@ -3,22 +3,11 @@
 
 mod common;
 
-use common::{Running, free_port, help_with_flags, refused};
+use common::{Running, free_port, refused, service_help};
 
 #[test]
 fn help_has_the_shared_flags_and_the_config_file() {
-    let help = help_with_flags(
-        "config-bootstrapper",
-        &[
-            "--addr",
-            "--key",
-            "--discovery",
-            "--mode",
-            "--grace",
-            "--config",
-            "--rate-limit",
-        ],
-    );
+    let help = service_help("config-bootstrapper", &["--config", "--rate-limit"]);
     assert!(help.contains("127.0.0.1:9082"), "{help}");
 }
 

@@ -2,24 +2,11 @@
 
 mod common;
 
-use common::{help_with_flags, refused};
+use common::{refused, service_help};
 
 #[test]
 fn dmsg_discovery_help_has_the_shared_service_flags() {
-    let help = help_with_flags(
-        "dmsg-discovery",
-        &[
-            "--addr",
-            "--key",
-            "--discovery",
-            "--dmsg-port",
-            "--mode",
-            "--grace",
-            "--metrics",
-            "--store",
-            "--allow-loopback",
-        ],
-    );
+    let help = service_help("dmsg-discovery", &["--store", "--allow-loopback"]);
     assert!(help.contains("127.0.0.1:9090"), "{help}");
 }
 

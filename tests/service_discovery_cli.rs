@@ -3,25 +3,13 @@
 
 mod common;
 
-use common::{Running, free_port, help_with_flags, http_get, refused};
+use common::{Running, free_port, http_get, refused, service_help};
 
 #[test]
 fn help_has_the_shared_service_flags_and_its_own() {
-    let help = help_with_flags(
+    let help = service_help(
         "service-discovery",
-        &[
-            "--addr",
-            "--key",
-            "--discovery",
-            "--dmsg-port",
-            "--mode",
-            "--grace",
-            "--metrics",
-            "--store",
-            "--ttl",
-            "--max-per-key",
-            "--max-list",
-        ],
+        &["--store", "--ttl", "--max-per-key", "--max-list"],
     );
     assert!(help.contains("127.0.0.1:9098"), "{help}");
     assert!(help.contains("[default: 5m]"), "{help}");

@@ -3,18 +3,13 @@
 
 mod common;
 
-use common::{Running, free_port, help_with_flags, refused};
+use common::{Running, free_port, refused, service_help};
 
 #[test]
 fn help_has_the_shared_and_own_flags() {
-    let help = help_with_flags(
+    let help = service_help(
         "uptime-tracker",
         &[
-            "--addr",
-            "--key",
-            "--discovery",
-            "--mode",
-            "--grace",
             "--store",
             "--retention",
             "--online-threshold",

@@ -88,6 +88,22 @@ pub fn help_with_flags(command: &str, flags: &[&str]) -> String {
     help
 }
 
+/// The shared service-mode flags every service command has (`svcmode::SvcArgs`).
+pub const SVC_FLAGS: [&str; 7] = [
+    "--addr",
+    "--key",
+    "--discovery",
+    "--dmsg-port",
+    "--mode",
+    "--grace",
+    "--metrics",
+];
+
+/// [`help_with_flags`] for a service command: the [`SVC_FLAGS`] and its `own` flags.
+pub fn service_help(command: &str, own: &[&str]) -> String {
+    help_with_flags(command, &[&SVC_FLAGS[..], own].concat())
+}
+
 /// Runs `skytower args…`, asserts it fails, and returns its stderr.
 pub fn refused(args: &[&str]) -> String {
     let out = skytower(args);
