@@ -11,7 +11,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use skytower_layers::check::{CheckFuture, CheckReport, HealthCheck};
 use skytower_transports::connector::Peer;
 use skytower_transports::identity::PublicKey;
 
@@ -22,7 +21,6 @@ use crate::api::ApiError;
 use crate::auth::{AuthConfig, RequireSignatureLayer, VerifiedKey};
 use crate::http_stack::{StackLimits, wrap};
 use crate::svcmode::metrics::RouteLabelLayer;
-use crate::ttl_store::TtlStore;
 
 /// Most local addresses a STCPR binding may carry.
 pub const MAX_STCPR_ADDRESSES: usize = 16;
@@ -299,24 +297,4 @@ async fn transports(State(state): State<AppState>) -> Result<Json<TransportsList
         stcpr: state.bindings.list(Transport::Stcpr, max).await?,
         sudph: state.bindings.list(Transport::Sudph, max).await?,
     }))
-}
-
-/// The store's health: `ok` with its kind and record count, `down` when it cannot be reached.
-#[derive(Debug)]
-pub(crate) struct StoreCheck(pub(crate) Arc<dyn TtlStore>);
-
-impl HealthCheck for StoreCheck {
-    fn check(&self) -> CheckFuture<'_> {
-        Box::pin(async move {
-            let kind = self.0.kind();
-            match self.0.len().await {
-                Ok(n) => CheckReport::ok()
-                    .with_details(serde_json::json!({ "kind": kind, "bindings": n })),
-                Err(e) => CheckReport::down(serde_json::json!({
-                    "kind": kind,
-                    "error": e.to_string(),
-                })),
-            }
-        })
-    }
 }

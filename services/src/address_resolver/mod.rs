@@ -225,7 +225,13 @@ impl AddressResolver {
             ..SvcConfig::default()
         };
         let server = SvcServer::start(svc_config, NAME, api::router(state)).await?;
-        server.add_check("store", api::StoreCheck(bindings.store().clone()))?;
+        server.add_check(
+            "store",
+            ttl_store::StoreCheck {
+                store: bindings.store().clone(),
+                count: "bindings",
+            },
+        )?;
         server.add_check("udp", udp.health_check())?;
         let queue = udp.queue().clone();
         server.on_scrape(move || {

@@ -252,7 +252,10 @@ impl ServiceDiscoveryServer {
         let server = SvcServer::start(svc, NAME, service.router()).await?;
         server.add_check(
             "store",
-            api::StoreCheck(service.directory().store().clone()),
+            crate::ttl_store::StoreCheck {
+                store: service.directory().store().clone(),
+                count: "entries",
+            },
         )?;
         tracing::info!(
             http = ?server.http_addr(),

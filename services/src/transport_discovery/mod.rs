@@ -190,7 +190,13 @@ impl TransportDiscoveryServer {
     pub async fn bind_with(svc: SvcConfig, service: TransportDiscovery) -> Result<Self, RunError> {
         let mode = svc.mode;
         let server = SvcServer::start(svc, NAME, api::router(service.state.clone(), false)).await?;
-        server.add_check("store", api::StoreCheck(service.store().clone()))?;
+        server.add_check(
+            "store",
+            crate::ttl_store::StoreCheck {
+                store: service.store().clone(),
+                count: "transports",
+            },
+        )?;
         tracing::info!(
             addr = ?server.http_addr(),
             dmsg = ?server.dmsg_addr(),
