@@ -59,3 +59,12 @@ pub fn error_report(e: &dyn Error) -> String {
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
+
+/// Tests of a service's flags: its flag group `A` as a whole command line.
+#[cfg(test)]
+#[derive(Debug, clap::Parser)]
+pub(crate) struct TestCli<A: clap::Args> {
+    /// The flags.
+    #[command(flatten)]
+    pub(crate) args: A,
+}

@@ -186,11 +186,7 @@ mod tests {
     use super::*;
     use crate::svcmode::Mode;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    type Cli = crate::cli::TestCli<Args>;
 
     #[test]
     fn flag_defaults_match_config_defaults() {

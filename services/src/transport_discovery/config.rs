@@ -192,11 +192,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    type Cli = crate::cli::TestCli<Args>;
 
     #[test]
     fn flag_defaults_match_config_defaults() {
