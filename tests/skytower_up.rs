@@ -8,11 +8,11 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{BIN, skytower, text, wait};
+use common::{skytower, spawn_piped, text, wait};
 use serde_json::Value;
 
 /// Bound on `up` becoming ready (it takes well under a second on an idle machine).
@@ -34,15 +34,17 @@ impl Drop for Network {
 
 impl Network {
     fn start(dir: &Path) -> Network {
-        let mut child = Command::new(BIN)
-            .args(["up", "--json", "--base-port", "0", "--grace", "3s", "--dir"])
-            .arg(dir)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let dir = dir.to_str().expect("a UTF-8 temporary directory");
+        let mut child = spawn_piped(&[
+            "up",
+            "--json",
+            "--base-port",
+            "0",
+            "--grace",
+            "3s",
+            "--dir",
+            dir,
+        ]);
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {

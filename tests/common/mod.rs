@@ -5,6 +5,7 @@
 //! Each test file uses a part of it (`mod common;`).
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
@@ -17,17 +18,22 @@ pub const COMMAND: Duration = Duration::from_secs(30);
 /// Bound on a service starting to answer, and on its exit after SIGTERM.
 pub const START_STOP: Duration = Duration::from_secs(20);
 
-/// Runs `skytower args…` to completion (stdin closed, `RUST_LOG` unset), killed after
-/// [`COMMAND`].
-pub fn skytower(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
+/// Starts `skytower args…` with stdin closed, stdout and stderr piped, and `RUST_LOG` unset
+/// (the default log filter).
+pub fn spawn_piped<S: AsRef<OsStr>>(args: &[S]) -> Child {
+    Command::new(BIN)
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `skytower args…` to completion ([`spawn_piped`]), killed after [`COMMAND`].
+pub fn skytower(args: &[&str]) -> Output {
+    let mut child = spawn_piped(args);
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
