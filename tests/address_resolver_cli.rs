@@ -1,74 +1,53 @@
 //! `skytower address-resolver`: the flags, the start-up refusals, and a run that answers
 //! `/health` (with its `udp` and `store` checks) and SUDPH hellos, then stops on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::{Running, http_get, refused, service_help, wait_for_line};
 use skytower::services::address_resolver::wire::Datagram;
-
-const BIN: &str = env!("CARGO_BIN_EXE_skytower");
-
-fn skytower(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn address_resolver_help_has_the_shared_and_own_flags() {
-    let out = skytower(&["address-resolver", "--help"]);
-    assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
-    for flag in [
-        "--addr",
-        "--key",
-        "--discovery",
-        "--mode",
-        "--grace",
-        "--metrics",
-        "--udp-addr",
-        "--store",
-        "--binding-ttl",
-        "--allow-loopback",
-        "--handshake-concurrency",
-        "--handshake-timeout",
-    ] {
-        assert!(help.contains(flag), "{flag} missing from:\n{help}");
-    }
+    let help = service_help(
+        "address-resolver",
+        &[
+            "--udp-addr",
+            "--store",
+            "--binding-ttl",
+            "--allow-loopback",
+            "--handshake-concurrency",
+            "--handshake-timeout",
+        ],
+    );
     assert!(help.contains("127.0.0.1:9093"), "{help}");
 }
 
 #[test]
 fn address_resolver_refuses_bad_flags_with_the_reason() {
-    let out = skytower(&[
+    let err = refused(&[
         "address-resolver",
         "--addr",
         "127.0.0.1:0",
         "--binding-ttl",
         "0s",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--binding-ttl must be positive"), "{err}");
 
-    let out = skytower(&[
+    let err = refused(&[
         "address-resolver",
         "--addr",
         "127.0.0.1:0",
         "--mode",
         "dmsg",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--mode dmsg needs a DMSG key"), "{err}");
 }
 
-fn free_port() -> u16 {
-    // A port free for both TCP and UDP.
+/// A port free for both TCP and UDP.
+fn free_tcp_and_udp_port() -> u16 {
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
@@ -80,29 +59,13 @@ fn free_port() -> u16 {
 
 #[test]
 fn address_resolver_serves_http_and_udp_on_one_port_and_stops_on_sigterm() {
-    let port = free_port();
+    let port = free_tcp_and_udp_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args(["address-resolver", "--addr", &addr, "--grace", "1s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut line = String::new();
-    while !line.contains("address-resolver listening") {
-        line.clear();
-        assert!(Instant::now() < deadline, "did not start");
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "exited early");
-    }
+    let (service, mut stderr) =
+        Running::spawn_logging(&["address-resolver", "--addr", &addr, "--grace", "1s"]);
+    wait_for_line(&mut stderr, "address-resolver listening");
 
-    let mut tcp = TcpStream::connect(&addr).unwrap();
-    tcp.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).unwrap();
+    let response = http_get(port, "/health").expect("GET /health");
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     for part in [
         r#""service":"address-resolver""#,
@@ -124,11 +87,6 @@ fn address_resolver_serves_http_and_udp_on_one_port_and_stops_on_sigterm() {
         Ok(Datagram::Challenge { .. })
     ));
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
+    let status = service.sigterm();
     assert!(status.success(), "{status}");
 }

@@ -1,45 +1,34 @@
 //! `skytower dmsg-server`: the facade subcommand has the same flags as the `dmsg-server` binary
 //! and runs the same code.
 
-use std::process::{Command, Stdio};
+mod common;
 
+use common::{help_with_flags, skytower};
 use skytower::services::dmsg_server::DmsgServerConfig;
-
-const BIN: &str = env!("CARGO_BIN_EXE_skytower");
-
-fn skytower(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn dmsg_server_help_documents_every_flag() {
-    let out = skytower(&["dmsg-server", "--help"]);
-    assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
-    for flag in [
-        "--config",
-        "--listen",
-        "--public-addr",
-        "--key",
-        "--generate-key",
-        "--discovery",
-        "--max-sessions",
-        "--max-streams-per-session",
-        "--handshake-concurrency",
-        "--handshake-queue",
-        "--handshake-timeout",
-        "--forward-timeout",
-        "--bridge-idle-timeout",
-        "--grace",
-        "--stats-interval",
-        "--print-config",
-    ] {
-        assert!(help.contains(&format!("{flag} ")), "lacks {flag}:\n{help}");
-    }
+    let help = help_with_flags(
+        "dmsg-server",
+        &[
+            "--config",
+            "--listen",
+            "--public-addr",
+            "--key",
+            "--generate-key",
+            "--discovery",
+            "--max-sessions",
+            "--max-streams-per-session",
+            "--handshake-concurrency",
+            "--handshake-queue",
+            "--handshake-timeout",
+            "--forward-timeout",
+            "--bridge-idle-timeout",
+            "--grace",
+            "--stats-interval",
+            "--print-config",
+        ],
+    );
     assert!(help.contains("registers its entry"), "{help}");
 }
 

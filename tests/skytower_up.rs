@@ -3,70 +3,20 @@
 //! reads), each bad-input path's exact one-line message and exit code, the control socket's
 //! permissions, and a clean exit on SIGTERM. Every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{skytower, spawn_piped, text, wait};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_skytower");
 /// Bound on `up` becoming ready (it takes well under a second on an idle machine).
 const READY: Duration = Duration::from_secs(40);
-/// Bound on any one operator command.
-const COMMAND: Duration = Duration::from_secs(30);
-
-/// Runs `skytower args…` to completion, killed after [`COMMAND`].
-fn skytower(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let status = wait(&mut child, COMMAND).unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("skytower {args:?} did not finish within {COMMAND:?}");
-    });
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A running `skytower up`; killed if the test fails before stopping it.
 struct Network {
@@ -84,15 +34,17 @@ impl Drop for Network {
 
 impl Network {
     fn start(dir: &Path) -> Network {
-        let mut child = Command::new(BIN)
-            .args(["up", "--json", "--base-port", "0", "--grace", "3s", "--dir"])
-            .arg(dir)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let dir = dir.to_str().expect("a UTF-8 temporary directory");
+        let mut child = spawn_piped(&[
+            "up",
+            "--json",
+            "--base-port",
+            "0",
+            "--grace",
+            "3s",
+            "--dir",
+            dir,
+        ]);
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {

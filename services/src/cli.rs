@@ -16,6 +16,7 @@
 //! ```
 
 use std::error::Error;
+use std::time::Duration;
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), coloured only on a
 /// terminal.
@@ -52,4 +53,18 @@ pub fn error_report(e: &dyn Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The parser of the services' duration flags (`90s`, `5m`, `1h 30m`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Tests of a service's flags: its flag group `A` as a whole command line.
+#[cfg(test)]
+#[derive(Debug, clap::Parser)]
+pub(crate) struct TestCli<A: clap::Args> {
+    /// The flags.
+    #[command(flatten)]
+    pub(crate) args: A,
 }

@@ -1,7 +1,6 @@
 //! The HTTP API (`docs/api/address-resolver.md`): request and answer types, the axum router,
 //! and the tower stack around it.
 
-use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,22 +11,16 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use skytower_layers::check::{CheckFuture, CheckReport, HealthCheck};
 use skytower_transports::connector::Peer;
 use skytower_transports::identity::PublicKey;
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use super::bindings::{Binding, Bindings, Transport};
 use super::udp::{Puncher, address_allowed};
 use super::wire::canonical_ip;
 use crate::api::ApiError;
 use crate::auth::{AuthConfig, RequireSignatureLayer, VerifiedKey, Verifier};
+use crate::http_stack::{StackLimits, wrap};
 use crate::svcmode::metrics::RouteLabelLayer;
-use crate::ttl_store::TtlStore;
 
 /// Most local addresses a STCPR binding may carry.
 pub const MAX_STCPR_ADDRESSES: usize = 16;
@@ -117,7 +110,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let verifier =
         Verifier::new(opts.auth).with_shared_nonces(state.bindings.store().shared_nonces());
     let auth = RequireSignatureLayer::with_verifier(Arc::new(verifier));
-    Router::new()
+    let router = Router::new()
         .route(
             "/bind/stcpr",
             post(bind_stcpr)
@@ -128,38 +121,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/transports", get(transports))
         .route_layer(RouteLabelLayer)
         .fallback(|| async { ApiError::not_found("no such route") })
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(axum::middleware::map_response(
-                    crate::dmsg_discovery::api::json_envelope,
-                ))
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |_: tower::BoxError| async {
-                        ApiError {
-                            retry_after: Some(Duration::from_secs(1)),
-                            ..ApiError::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "overloaded",
-                                "too many requests in flight",
-                            )
-                        }
-                    },
-                ))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(opts.max_in_flight))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    opts.request_timeout,
-                ))
-                .layer(RequestBodyTimeoutLayer::new(opts.request_timeout))
-                .layer(RequestBodyLimitLayer::new(opts.max_body)),
-        )
-}
-
-fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
-    ApiError::internal("handler panicked").into_response()
+        .with_state(state);
+    wrap(
+        router,
+        StackLimits {
+            max_in_flight: opts.max_in_flight,
+            request_timeout: opts.request_timeout,
+            max_body: opts.max_body,
+        },
+    )
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -329,24 +299,4 @@ async fn transports(State(state): State<AppState>) -> Result<Json<TransportsList
         stcpr: state.bindings.list(Transport::Stcpr, max).await?,
         sudph: state.bindings.list(Transport::Sudph, max).await?,
     }))
-}
-
-/// The store's health: `ok` with its kind and record count, `down` when it cannot be reached.
-#[derive(Debug)]
-pub(crate) struct StoreCheck(pub(crate) Arc<dyn TtlStore>);
-
-impl HealthCheck for StoreCheck {
-    fn check(&self) -> CheckFuture<'_> {
-        Box::pin(async move {
-            let kind = self.0.kind();
-            match self.0.len().await {
-                Ok(n) => CheckReport::ok()
-                    .with_details(serde_json::json!({ "kind": kind, "bindings": n })),
-                Err(e) => CheckReport::down(serde_json::json!({
-                    "kind": kind,
-                    "error": e.to_string(),
-                })),
-            }
-        })
-    }
 }

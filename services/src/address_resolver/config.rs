@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cli::parse_duration as duration;
 pub use crate::svcmode::Mode;
 use crate::svcmode::{SvcArgs, SvcError};
 use crate::ttl_store::{StoreSpec, TtlStoreError};
@@ -164,10 +165,6 @@ impl Config {
     }
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
-}
-
 /// The `skytower address-resolver` flags: the shared service-mode flags ([`SvcArgs`]; here
 /// `--addr` defaults to `127.0.0.1:9093` and `--grace` to `5s`) and the resolver's own.
 #[derive(Clone, Debug, clap::Args)]
@@ -272,11 +269,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    type Cli = crate::cli::TestCli<Args>;
 
     #[test]
     fn flag_defaults_match_config_defaults() {

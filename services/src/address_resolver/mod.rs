@@ -69,8 +69,7 @@ use skytower_transports::dmsg::disc::Discovery;
 use skytower_transports::dmsg::disc_http::HttpDiscovery;
 use skytower_transports::dmsg::wire::Addr;
 use skytower_transports::identity::SecretKey;
-use tokio::net::{TcpListener, UdpSocket};
-use tokio_util::sync::CancellationToken;
+use tokio::net::UdpSocket;
 
 use crate::auth::AuthConfig;
 use crate::svcmode::{SvcConfig, SvcError, SvcServer};
@@ -153,17 +152,7 @@ impl AddressResolver {
             client,
         } = options;
         let dmsg = config.mode.dmsg();
-        let key = match (dmsg, key, &config.key) {
-            (false, _, _) => None,
-            (true, Some(key), _) => Some(key),
-            (true, None, Some(path)) => {
-                Some(SecretKey::load(path).map_err(|source| SvcError::Key {
-                    path: path.clone(),
-                    source,
-                })?)
-            }
-            (true, None, None) => return Err(SvcError::KeyRequired { mode: config.mode }.into()),
-        };
+        let key = crate::svcmode::load_key(config.mode, key, config.key.as_deref())?;
         let discovery = match (dmsg, discovery, &config.discovery) {
             (false, _, _) => None,
             (true, Some(d), _) => Some(d),
@@ -183,17 +172,11 @@ impl AddressResolver {
         };
         let bindings = Bindings::new(store, config.binding_ttl);
 
-        let addr = config.addr;
         let (listener, bound) = if config.mode.http() {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| SvcError::Bind { addr, source })?;
-            let bound = l
-                .local_addr()
-                .map_err(|source| SvcError::Bind { addr, source })?;
+            let (l, bound) = crate::svcmode::bind_tcp(config.addr).await?;
             (Some(l), bound)
         } else {
-            (None, addr)
+            (None, config.addr)
         };
         let udp_addr = config.udp_addr.unwrap_or(bound);
         let socket = UdpSocket::bind(udp_addr)
@@ -242,15 +225,14 @@ impl AddressResolver {
             ..SvcConfig::default()
         };
         let server = SvcServer::start(svc_config, NAME, api::router(state)).await?;
-        let health = |e: skytower_layers::health::TooManyChecks| SvcError::Health(e.to_string());
-        server
-            .health()
-            .register("store", api::StoreCheck(bindings.store().clone()))
-            .map_err(health)?;
-        server
-            .health()
-            .register("udp", udp.health_check())
-            .map_err(health)?;
+        server.add_check(
+            "store",
+            ttl_store::StoreCheck {
+                store: bindings.store().clone(),
+                count: "bindings",
+            },
+        )?;
+        server.add_check("udp", udp.health_check())?;
         let queue = udp.queue().clone();
         server.on_scrape(move || {
             crate::svcmode::metrics::record_handshake_queue(NAME, "sudph", &queue);
@@ -315,16 +297,12 @@ impl AddressResolver {
             bindings,
             purge_interval,
         } = self;
-        let stop = CancellationToken::new();
-        let purge = tokio::spawn(ttl_store::purge_periodically(
-            bindings.store().clone(),
-            purge_interval,
-            stop.clone(),
-        ));
-        let _purge_owner = skytower_transports::task::AbortOnDrop::new(&purge);
-        let result = server.run_until(shutdown).await;
-        stop.cancel();
-        let _ = purge.await;
+        let store = bindings.store().clone();
+        let result = server
+            .run_beside(shutdown, "purge", move |stop| {
+                ttl_store::purge_periodically(store, purge_interval, stop)
+            })
+            .await;
         udp.shutdown().await;
         result.map_err(RunError::Svc)
     }

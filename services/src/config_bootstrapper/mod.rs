@@ -38,7 +38,6 @@
 //! ```
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::extract::State;
@@ -54,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiError;
 use crate::dmsg_discovery::KeyedRateLimit;
 use crate::http_stack::{StackLimits, limit_by_peer, wrap};
-use crate::svcmode::{SvcConfig, SvcError, SvcServer};
+use crate::svcmode::{Maintain, SvcConfig, SvcHandle, SvcServer};
 
 mod client;
 mod config;
@@ -276,11 +275,19 @@ impl HealthCheck for ScrapeCheck {
     }
 }
 
-/// A started bootstrapper (listeners bound), ready to [`serve`](Self::serve).
-#[derive(Debug)]
-pub struct Bootstrapper {
-    server: SvcServer,
-    service: BootstrapService,
+/// A started bootstrapper (listeners bound), ready to [`serve`](SvcHandle::serve): the shared
+/// service-mode handle ([`SvcHandle`]); while it is served the services are scraped at once
+/// and every `scrape.interval` ([`BootstrapService::refresh`]), and the scraping is stopped
+/// before `serve` returns.
+pub type Bootstrapper = SvcHandle<BootstrapService>;
+
+impl Maintain for BootstrapService {
+    type Error = RunError;
+    const TASK: &'static str = "scrape";
+
+    fn maintain(&self, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+        self.refresh(stop)
+    }
 }
 
 impl Bootstrapper {
@@ -302,10 +309,7 @@ impl Bootstrapper {
     pub async fn bind_with(svc: SvcConfig, service: BootstrapService) -> Result<Self, RunError> {
         let mode = svc.mode;
         let server = SvcServer::start(svc, NAME, service.router()).await?;
-        server
-            .health()
-            .register("scrape", ScrapeCheck(service.clone()))
-            .map_err(|e| SvcError::Health(e.to_string()))?;
+        server.add_check("scrape", ScrapeCheck(service.clone()))?;
         tracing::info!(
             http = ?server.http_addr(),
             dmsg = ?server.dmsg_addr().map(|a| a.to_string()),
@@ -313,48 +317,7 @@ impl Bootstrapper {
             services = service.config.services.iter().count(),
             "config-bootstrapper listening"
         );
-        Ok(Bootstrapper { server, service })
-    }
-
-    /// The bound HTTP address (modes http and dual).
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.server.http_addr()
-    }
-
-    /// The DMSG address served on (modes dmsg and dual).
-    pub fn dmsg_addr(&self) -> Option<Addr> {
-        self.server.dmsg_addr()
-    }
-
-    /// The service-mode server.
-    pub fn svc(&self) -> &SvcServer {
-        &self.server
-    }
-
-    /// The service.
-    pub fn service(&self) -> &BootstrapService {
-        &self.service
-    }
-
-    /// Scrapes at once and every `scrape.interval` while serving until `shutdown` completes,
-    /// then shuts down gracefully (see [`SvcServer::run_until`]) and stops the scraping.
-    ///
-    /// # Errors
-    ///
-    /// [`RunError::Svc`] when every listener failed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
-        let Bootstrapper { server, service } = self;
-        let stop = CancellationToken::new();
-        let refresher = tokio::spawn({
-            let stop = stop.clone();
-            async move { service.refresh(stop).await }
-        });
-        let result = server.run_until(shutdown).await;
-        stop.cancel();
-        if let Err(e) = refresher.await {
-            tracing::error!(error = %e, "scrape task failed");
-        }
-        result.map_err(RunError::Svc)
+        Ok(SvcHandle::new(server, service))
     }
 }
 

@@ -21,10 +21,6 @@ use skytower_transports::dmsg::disc::{DeleteRequest, Entry};
 use skytower_transports::dmsg::replay::unix_ms_now;
 use skytower_transports::identity::PublicKey;
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
@@ -94,32 +90,15 @@ pub(crate) fn router(state: AppState, health: HealthLayer, trace: bool) -> Route
                 }),
         )
         .fallback(|| async { not_found("no such route") })
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(middleware::map_response(json_envelope))
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |_: tower::BoxError| async {
-                        ApiError {
-                            retry_after: Some(Duration::from_secs(1)),
-                            ..ApiError::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "overloaded",
-                                "too many requests in flight",
-                            )
-                        }
-                    },
-                ))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(opts.max_in_flight))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    opts.request_timeout,
-                ))
-                .layer(RequestBodyTimeoutLayer::new(opts.request_timeout))
-                .layer(RequestBodyLimitLayer::new(opts.max_body)),
-        );
+        .with_state(state);
+    let router = crate::http_stack::wrap(
+        router,
+        crate::http_stack::StackLimits {
+            max_in_flight: opts.max_in_flight,
+            request_timeout: opts.request_timeout,
+            max_body: opts.max_body,
+        },
+    );
     if trace {
         router.layer(TraceLayer::new_for_http())
     } else {

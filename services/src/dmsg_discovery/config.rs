@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::error::RunError;
 use super::store::{RedisConfig, StoreConfig};
+use crate::cli::parse_duration as duration;
 pub use crate::svcmode::Mode;
 use crate::svcmode::SvcArgs;
 
@@ -151,10 +152,6 @@ impl Config {
     }
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
-}
-
 /// The `skytower dmsg-discovery` flags: the service-mode flags shared by every service
 /// ([`SvcArgs`]: `--addr`, `--key`, `--discovery`, `--dmsg-port`, `--mode`, `--grace`,
 /// `--metrics`; here `--addr` defaults to `127.0.0.1:9090` and `--grace` to `5s`) and the
@@ -259,11 +256,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    type Cli = crate::cli::TestCli<Args>;
 
     #[test]
     fn flag_defaults_match_config_defaults() {

@@ -60,12 +60,10 @@ use skytower_layers::health::HealthLayer;
 use skytower_transports::dmsg::ClientConfig;
 use skytower_transports::dmsg::disc::Discovery;
 use skytower_transports::dmsg::disc_http::HttpDiscovery;
-use skytower_transports::dmsg::wire::Addr;
 use skytower_transports::identity::SecretKey;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::svcmode::{SvcConfig, SvcError, SvcServer};
+use crate::svcmode::{Maintain, SvcConfig, SvcError, SvcHandle, SvcServer};
 
 /// The service name (`/health`, metrics labels, logs).
 pub const NAME: &str = "dmsg-discovery";
@@ -233,11 +231,18 @@ fn self_url(addr: SocketAddr) -> String {
 }
 
 /// A started discovery server (listeners bound, in mode dual its DMSG client started), ready
-/// to [`serve`](Self::serve). Served through the shared service mode ([`crate::svcmode`]).
-#[derive(Debug)]
-pub struct DiscoveryServer {
-    server: SvcServer,
-    service: DiscoveryService,
+/// to [`serve`](SvcHandle::serve): the shared service-mode handle ([`SvcHandle`],
+/// [`crate::svcmode`]); while it is served the maintenance task runs
+/// ([`DiscoveryService::maintain`]), and it is stopped before `serve` returns.
+pub type DiscoveryServer = SvcHandle<DiscoveryService>;
+
+impl Maintain for DiscoveryService {
+    type Error = RunError;
+    const TASK: &'static str = "maintenance";
+
+    fn maintain(&self, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+        DiscoveryService::maintain(self, stop)
+    }
 }
 
 impl DiscoveryServer {
@@ -285,24 +290,8 @@ impl DiscoveryServer {
             client,
         } = options;
         let dual = config.mode.dmsg();
-        let key = match (dual, key, &config.key) {
-            (false, _, _) => None,
-            (true, Some(key), _) => Some(key),
-            (true, None, Some(path)) => {
-                Some(SecretKey::load(path).map_err(|source| SvcError::Key {
-                    path: path.clone(),
-                    source,
-                })?)
-            }
-            (true, None, None) => return Err(SvcError::KeyRequired { mode: config.mode }.into()),
-        };
-        let addr = config.addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SvcError::Bind { addr, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| SvcError::Bind { addr, source })?;
+        let key = crate::svcmode::load_key(config.mode, key, config.key.as_deref())?;
+        let (listener, bound) = crate::svcmode::bind_tcp(config.addr).await?;
         let discovery = match (dual, discovery, &config.discovery) {
             (false, _, _) => None,
             (true, Some(d), _) => Some(d),
@@ -326,17 +315,14 @@ impl DiscoveryServer {
             ..SvcConfig::default()
         };
         let server = SvcServer::start(svc_config, NAME, service.svcmode_router()).await?;
-        server
-            .health()
-            .register("store", api::StoreCheck(service.store().clone()))
-            .map_err(|e| SvcError::Health(e.to_string()))?;
+        server.add_check("store", api::StoreCheck(service.store().clone()))?;
         tracing::info!(
             addr = %bound,
             mode = %config.mode,
             store = service.store().kind(),
             "dmsg-discovery listening"
         );
-        Ok(DiscoveryServer { server, service })
+        Ok(SvcHandle::new(server, service))
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -346,47 +332,8 @@ impl DiscoveryServer {
     /// Never in practice (modes http and dual always listen on TCP); kept fallible for
     /// compatibility.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.server
-            .http_addr()
+        self.http_addr()
             .ok_or_else(|| std::io::Error::other("dmsg-discovery has no HTTP listener"))
-    }
-
-    /// The DMSG address (`pk:port`) the API is served on (mode dual).
-    pub fn dmsg_addr(&self) -> Option<Addr> {
-        self.server.dmsg_addr()
-    }
-
-    /// The service-mode server (DMSG client, health registry, metrics hooks).
-    pub fn svc(&self) -> &SvcServer {
-        &self.server
-    }
-
-    /// The service.
-    pub fn service(&self) -> &DiscoveryService {
-        &self.service
-    }
-
-    /// Serves until `shutdown` completes, then shuts down gracefully as every service does
-    /// (see [`SvcServer::run_until`]): stops accepting, lets in-flight requests finish for the
-    /// grace period, closes the DMSG side (mode dual), and stops the maintenance task before
-    /// returning.
-    ///
-    /// # Errors
-    ///
-    /// [`RunError::Svc`] when every listener failed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
-        let DiscoveryServer { server, service } = self;
-        let maintenance_stop = CancellationToken::new();
-        let maintenance = tokio::spawn({
-            let stop = maintenance_stop.clone();
-            async move { service.maintain(stop).await }
-        });
-        let result = server.run_until(shutdown).await;
-        maintenance_stop.cancel();
-        if let Err(e) = maintenance.await {
-            tracing::error!(error = %e, "maintenance task failed");
-        }
-        result.map_err(RunError::Svc)
     }
 }
 

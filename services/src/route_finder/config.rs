@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::cli::parse_duration as duration;
 use crate::svcmode::SvcArgs;
 pub use crate::transport_discovery::RunError;
-use crate::transport_discovery::http::duration;
 use crate::ttl_store::StoreSpec;
 
 /// Default listen address (`--addr`).
@@ -191,11 +191,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    type Cli = crate::cli::TestCli<Args>;
 
     #[test]
     fn flag_defaults_match_config_defaults() {

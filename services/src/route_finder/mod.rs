@@ -66,17 +66,15 @@
 //! ```
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use skytower_transports::dmsg::wire::Addr;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::SignedClientConfig;
-use crate::svcmode::{SvcConfig, SvcError, SvcServer};
+use crate::svcmode::{Maintain, SvcConfig, SvcHandle, SvcServer};
 use crate::transport_discovery::TpdClient;
 
 /// The service name (`/health`, metrics labels, logs).
@@ -281,11 +279,19 @@ impl RouteFinder {
     }
 }
 
-/// A started route finder (listeners bound), ready to [`serve`](Self::serve).
-#[derive(Debug)]
-pub struct RouteFinderServer {
-    server: SvcServer,
-    service: RouteFinder,
+/// A started route finder (listeners bound), ready to [`serve`](SvcHandle::serve): the shared
+/// service-mode handle ([`SvcHandle`]); while it is served the graph is refreshed every
+/// `--refresh` ([`RouteFinder::maintain`]), and the refresh task is stopped before `serve`
+/// returns.
+pub type RouteFinderServer = SvcHandle<RouteFinder>;
+
+impl Maintain for RouteFinder {
+    type Error = RunError;
+    const TASK: &'static str = "refresh";
+
+    fn maintain(&self, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+        RouteFinder::maintain(self, stop)
+    }
 }
 
 impl RouteFinderServer {
@@ -309,58 +315,14 @@ impl RouteFinderServer {
     pub async fn bind_with(svc: SvcConfig, service: RouteFinder) -> Result<Self, RunError> {
         let mode = svc.mode;
         let server = SvcServer::start(svc, NAME, api::router(service.state.clone(), false)).await?;
-        server
-            .health()
-            .register("graph", api::GraphCheck(service.graph().clone()))
-            .map_err(|e| SvcError::Health(e.to_string()))?;
+        server.add_check("graph", api::GraphCheck(service.graph().clone()))?;
         tracing::info!(
             addr = ?server.http_addr(),
             dmsg = ?server.dmsg_addr(),
             %mode,
             "route-finder listening"
         );
-        Ok(RouteFinderServer { server, service })
-    }
-
-    /// The bound HTTP address (modes http and dual).
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.server.http_addr()
-    }
-
-    /// The DMSG address (modes dmsg and dual).
-    pub fn dmsg_addr(&self) -> Option<Addr> {
-        self.server.dmsg_addr()
-    }
-
-    /// The service-mode server.
-    pub fn svc(&self) -> &SvcServer {
-        &self.server
-    }
-
-    /// The service.
-    pub fn service(&self) -> &RouteFinder {
-        &self.service
-    }
-
-    /// Serves until `shutdown` completes (refreshing the graph meanwhile), then shuts down
-    /// gracefully and stops the refresh task before returning.
-    ///
-    /// # Errors
-    ///
-    /// [`RunError::Svc`] when every listener failed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
-        let RouteFinderServer { server, service } = self;
-        let stop = CancellationToken::new();
-        let refresh = tokio::spawn({
-            let stop = stop.clone();
-            async move { service.maintain(stop).await }
-        });
-        let result = server.run_until(shutdown).await;
-        stop.cancel();
-        if let Err(e) = refresh.await {
-            tracing::error!(error = %e, "refresh task failed");
-        }
-        result.map_err(RunError::Svc)
+        Ok(SvcHandle::new(server, service))
     }
 }
 

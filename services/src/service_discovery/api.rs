@@ -11,7 +11,6 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use http::{StatusCode, header};
 use serde::Serialize;
-use skytower_layers::check::{CheckFuture, CheckReport, HealthCheck};
 use skytower_layers::health::HealthLayer;
 use skytower_transports::dmsg::wire::Addr;
 use tower::ServiceBuilder;
@@ -21,7 +20,6 @@ use super::model::{QueryError, Registration, ServiceQuery, ValidationError};
 use crate::api::ApiError;
 use crate::auth::{RequireSignatureLayer, VerifiedKey};
 use crate::dmsg_discovery::{KeyedRateLimit, RateKey};
-use crate::ttl_store::TtlStore;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -73,7 +71,13 @@ impl From<DirectoryError> for ApiError {
 /// body size limit (413: at once from `content-length`, else while the signed routes'
 /// [`RequireSignatureLayer`] reads the body).
 pub(crate) fn router(state: AppState, auth: RequireSignatureLayer, health: HealthLayer) -> Router {
-    let health = health.check("store", StoreCheck(state.dir.store().clone()));
+    let health = health.check(
+        "store",
+        crate::ttl_store::StoreCheck {
+            store: state.dir.store().clone(),
+            count: "entries",
+        },
+    );
     let opts = state.opts.clone();
     let signed = |route: MethodRouter<AppState>| route.route_layer(auth.clone());
     let router = Router::new()
@@ -234,26 +238,5 @@ async fn delete_one(
         Ok(Json(Outcome { result: "deleted" }))
     } else {
         Err(ApiError::not_found(format!("no service at {addr}")))
-    }
-}
-
-/// The store's health: `ok` with its kind and live entries, `down` when it cannot be reached.
-pub(crate) struct StoreCheck(pub(crate) Arc<dyn TtlStore>);
-
-impl HealthCheck for StoreCheck {
-    fn check(&self) -> CheckFuture<'_> {
-        Box::pin(async move {
-            let kind = self.0.kind();
-            match self.0.len().await {
-                Ok(entries) => CheckReport::ok().with_details(serde_json::json!({
-                    "kind": kind,
-                    "entries": entries,
-                })),
-                Err(e) => CheckReport::down(serde_json::json!({
-                    "kind": kind,
-                    "error": e.to_string(),
-                })),
-            }
-        })
     }
 }

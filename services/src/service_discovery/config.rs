@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::cli::parse_duration as duration;
 use crate::svcmode::{SvcArgs, SvcConfig};
 use crate::ttl_store::StoreSpec;
 
@@ -100,10 +101,6 @@ impl Config {
     }
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
-}
-
 /// The `skytower service-discovery` flags: the shared service-mode flags ([`SvcArgs`]; here
 /// `--addr` defaults to `127.0.0.1:9098`) and the service's own.
 #[derive(Clone, Debug, clap::Args)]
@@ -189,11 +186,7 @@ mod tests {
     use super::*;
     use crate::svcmode::Mode;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    type Cli = crate::cli::TestCli<Args>;
 
     #[test]
     fn flag_defaults_match_config_defaults() {

@@ -64,17 +64,15 @@
 //! ```
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use skytower_layers::health::HealthLayer;
-use skytower_transports::dmsg::wire::Addr;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthConfig, RequireSignatureLayer, Verifier};
 use crate::dmsg_discovery::KeyedRateLimit;
-use crate::svcmode::{SvcConfig, SvcError, SvcServer};
+use crate::svcmode::{Maintain, SvcConfig, SvcError, SvcHandle, SvcServer};
 use crate::ttl_store::{self, TtlStore, TtlStoreError};
 
 mod api;
@@ -218,11 +216,18 @@ impl ServiceDiscovery {
 }
 
 /// A started service discovery (listeners bound, in DMSG modes its DMSG client started), ready
-/// to [`serve`](Self::serve).
-#[derive(Debug)]
-pub struct ServiceDiscoveryServer {
-    server: SvcServer,
-    service: ServiceDiscovery,
+/// to [`serve`](SvcHandle::serve): the shared service-mode handle ([`SvcHandle`]); while it is
+/// served the maintenance task runs ([`ServiceDiscovery::maintain`]), and it is stopped before
+/// `serve` returns.
+pub type ServiceDiscoveryServer = SvcHandle<ServiceDiscovery>;
+
+impl Maintain for ServiceDiscovery {
+    type Error = RunError;
+    const TASK: &'static str = "maintenance";
+
+    fn maintain(&self, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+        ServiceDiscovery::maintain(self, stop)
+    }
 }
 
 impl ServiceDiscoveryServer {
@@ -247,13 +252,13 @@ impl ServiceDiscoveryServer {
     pub async fn start_with(svc: SvcConfig, service: ServiceDiscovery) -> Result<Self, RunError> {
         let mode = svc.mode;
         let server = SvcServer::start(svc, NAME, service.router()).await?;
-        server
-            .health()
-            .register(
-                "store",
-                api::StoreCheck(service.directory().store().clone()),
-            )
-            .map_err(|e| SvcError::Health(e.to_string()))?;
+        server.add_check(
+            "store",
+            crate::ttl_store::StoreCheck {
+                store: service.directory().store().clone(),
+                count: "entries",
+            },
+        )?;
         tracing::info!(
             http = ?server.http_addr(),
             dmsg = ?server.dmsg_addr(),
@@ -261,48 +266,7 @@ impl ServiceDiscoveryServer {
             store = service.directory().store().kind(),
             "service-discovery listening"
         );
-        Ok(ServiceDiscoveryServer { server, service })
-    }
-
-    /// The bound HTTP address (modes http and dual).
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.server.http_addr()
-    }
-
-    /// The DMSG address (modes dmsg and dual).
-    pub fn dmsg_addr(&self) -> Option<Addr> {
-        self.server.dmsg_addr()
-    }
-
-    /// The service-mode server (DMSG client, health registry, metrics hooks).
-    pub fn svc(&self) -> &SvcServer {
-        &self.server
-    }
-
-    /// The service.
-    pub fn service(&self) -> &ServiceDiscovery {
-        &self.service
-    }
-
-    /// Serves until `shutdown` completes, then shuts down gracefully (see
-    /// [`SvcServer::run_until`]) and stops the maintenance task before returning.
-    ///
-    /// # Errors
-    ///
-    /// [`RunError::Svc`] when every listener failed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
-        let ServiceDiscoveryServer { server, service } = self;
-        let stop = CancellationToken::new();
-        let maintenance = tokio::spawn({
-            let stop = stop.clone();
-            async move { service.maintain(stop).await }
-        });
-        let result = server.run_until(shutdown).await;
-        stop.cancel();
-        if let Err(e) = maintenance.await {
-            tracing::error!(error = %e, "maintenance task failed");
-        }
-        result.map_err(RunError::Svc)
+        Ok(SvcHandle::new(server, service))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The shared flags ([`SvcArgs`]) and the resolved configuration ([`SvcConfig`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,13 +138,7 @@ impl SvcArgs {
         if self.mode.dmsg() && self.discovery.is_none() {
             return Err(SvcError::DiscoveryRequired { mode: self.mode });
         }
-        let key = match (&self.key, self.mode.dmsg()) {
-            (Some(path), true) => Some(SecretKey::load(path).map_err(|source| SvcError::Key {
-                path: path.clone(),
-                source,
-            })?),
-            _ => None,
-        };
+        let key = load_key(self.mode, None, self.key.as_deref())?;
         let discovery = match (&self.discovery, self.mode.dmsg()) {
             (Some(url), true) => {
                 let d = HttpDiscovery::new(url).map_err(SvcError::DiscoveryUrl)?;
@@ -163,6 +157,50 @@ impl SvcArgs {
             ..SvcConfig::default()
         })
     }
+}
+
+/// The DMSG identity a service in `mode` serves with: none in mode http; else `given`, or the
+/// key file at `path` loaded.
+///
+/// # Errors
+///
+/// [`SvcError::KeyRequired`] for a DMSG mode with neither; [`SvcError::Key`] when the file
+/// cannot be read.
+pub(crate) fn load_key(
+    mode: Mode,
+    given: Option<SecretKey>,
+    path: Option<&Path>,
+) -> Result<Option<SecretKey>, SvcError> {
+    match (mode.dmsg(), given, path) {
+        (false, _, _) => Ok(None),
+        (true, Some(key), _) => Ok(Some(key)),
+        (true, None, Some(path)) => {
+            SecretKey::load(path)
+                .map(Some)
+                .map_err(|source| SvcError::Key {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
+        (true, None, None) => Err(SvcError::KeyRequired { mode }),
+    }
+}
+
+/// Binds a TCP listener on `addr` and returns it with its bound address (the port chosen for
+/// port 0).
+///
+/// # Errors
+///
+/// [`SvcError::Bind`].
+pub(crate) async fn bind_tcp(
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), SvcError> {
+    let bind_error = |source| SvcError::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 /// The resolved service-mode configuration: what [`serve`](super::serve) and

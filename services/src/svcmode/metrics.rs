@@ -387,7 +387,9 @@ mod tests {
 
     #[test]
     fn status_labels_are_the_decimal_code() {
-        for code in [200, 201, 204, 304, 400, 404, 413, 429, 500, 503, 101, 418, 599] {
+        for code in [
+            200, 201, 204, 304, 400, 404, 413, 429, 500, 503, 101, 418, 599,
+        ] {
             let status = http::StatusCode::from_u16(code).unwrap();
             assert_eq!(&*status_label(status), code.to_string().as_str());
         }

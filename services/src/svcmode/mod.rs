@@ -10,6 +10,9 @@
 //! - **Serving** ([`serve`] / [`SvcServer`]): in DMSG modes the service starts and owns a
 //!   [`dmsg::Client`](skytower_transports::dmsg::Client) (sessions from discovery, its entry
 //!   published) listening on `--dmsg-port`; it is closed, and its entry removed, at the end.
+//!   Each deployment service's server type is a [`SvcHandle`] over the service (accessors and
+//!   `serve` shared), and its [`Maintain`] task (purge, refresh, scrape) runs beside it while
+//!   it is served ([`SvcServer::run_beside`]).
 //!   Every connection (TCP or DMSG) runs hyper's HTTP/1 server over a clone of the stack
 //!   `SetRequestId(x-request-id) ▸ Trace ▸ PropagateRequestId ▸ request metrics ▸ Health ▸
 //!   your service`; each
@@ -87,6 +90,7 @@
 //! ```
 
 mod config;
+mod handle;
 pub mod metrics;
 mod serve;
 mod signal;
@@ -106,6 +110,8 @@ pub use config::{
     DEFAULT_ADDR, DEFAULT_DMSG_PORT, DEFAULT_GRACE, DEFAULT_MAX_CONNECTIONS, Mode, SvcArgs,
     SvcConfig,
 };
+pub(crate) use config::{bind_tcp, load_key};
+pub use handle::{Maintain, SvcHandle};
 pub use serve::SvcServer;
 pub use signal::{FORCED_EXIT_CODE, ShutdownSignal, block_on_until_signal, shutdown_signal};
 

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use skytower_layers::check::CheckReport;
+use skytower_layers::check::{CheckReport, HealthCheck};
 use skytower_layers::{BoxError, HealthLayer, HealthRegistry};
 use skytower_transports::connector::{Connection, Listener, Peer};
 use skytower_transports::dmsg::Client;
@@ -26,6 +26,7 @@ use skytower_transports::task::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -119,12 +120,7 @@ impl SvcServer {
         let metrics = match metrics {
             Some(addr) => {
                 let handle = super::metrics::recorder().map_err(SvcError::Metrics)?;
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| SvcError::Bind { addr, source })?;
-                let addr = listener
-                    .local_addr()
-                    .map_err(|source| SvcError::Bind { addr, source })?;
+                let (listener, addr) = super::bind_tcp(addr).await?;
                 Some(MetricsEndpoint {
                     listener,
                     addr,
@@ -271,6 +267,50 @@ impl SvcServer {
     /// The health registry of the stacked `/health` layer: register the service's own checks.
     pub fn health(&self) -> &HealthRegistry {
         &self.registry
+    }
+
+    /// Registers the service's own `/health` check `name` (see [`health`](Self::health)).
+    ///
+    /// # Errors
+    ///
+    /// [`SvcError::Health`] when the registry is full.
+    pub fn add_check(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        check: impl HealthCheck,
+    ) -> Result<(), SvcError> {
+        self.registry
+            .register(name, check)
+            .map_err(|e| SvcError::Health(e.to_string()))
+    }
+
+    /// Like [`run_until`](Self::run_until), with a task running beside the service: `task`
+    /// is spawned with a [`CancellationToken`] when serving starts; after the graceful
+    /// shutdown the token is cancelled and the task awaited before this returns (a panic in it
+    /// is logged as `<task_name> task failed`). The task is aborted if this future is dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_until`](Self::run_until).
+    pub async fn run_beside<F, Fut>(
+        self,
+        shutdown: impl Future<Output = ()>,
+        task_name: &str,
+        task: F,
+    ) -> Result<(), SvcError>
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(task(stop.clone()));
+        let _owner = AbortOnDrop::new(&task);
+        let result = self.run_until(shutdown).await;
+        stop.cancel();
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "{task_name} task failed");
+        }
+        result
     }
 
     /// Serves until `shutdown` completes, then shuts down gracefully: stops accepting on every

@@ -1,6 +1,5 @@
 //! The HTTP API: the stored record, the handlers and the router.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -8,14 +7,13 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use skytower_layers::check::{CheckFuture, CheckReport, HealthCheck};
 use skytower_transports::identity::{PublicKey, Signature};
 
 use super::entry::{EntryError, SignedEntry, TransportEntry, TransportId};
 use super::http::{StackLimits, clock_ms, parse_json, wrap};
 use crate::api::ApiError;
 use crate::auth::{RequireSignatureLayer, SharedVerifier, VerifiedKey};
-use crate::ttl_store::{Records, TtlStore};
+use crate::ttl_store::Records;
 
 /// A registered transport as stored and listed: the signed entry, when it was last registered
 /// and when it expires (Unix milliseconds on the service's clock: the wall clock at start-up
@@ -233,26 +231,4 @@ async fn all_transports(
     list.sort_unstable_by_key(|r| r.entry.id);
     list.truncate(state.max_list);
     Ok(Json(list))
-}
-
-/// The store's health: `ok` with its kind and the number of live transports, `down` when it
-/// cannot be reached.
-pub(crate) struct StoreCheck(pub(crate) Arc<dyn TtlStore>);
-
-impl HealthCheck for StoreCheck {
-    fn check(&self) -> CheckFuture<'_> {
-        Box::pin(async move {
-            let kind = self.0.kind();
-            match self.0.len().await {
-                Ok(n) => CheckReport::ok().with_details(serde_json::json!({
-                    "kind": kind,
-                    "transports": n,
-                })),
-                Err(e) => CheckReport::down(serde_json::json!({
-                    "kind": kind,
-                    "error": e.to_string(),
-                })),
-            }
-        })
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::http::duration;
+use crate::cli::parse_duration as duration;
 pub use crate::svcmode::Mode;
 use crate::svcmode::SvcArgs;
 use crate::ttl_store::{StoreSpec, TtlStoreError};
@@ -192,11 +192,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    type Cli = crate::cli::TestCli<Args>;
 
     #[test]
     fn flag_defaults_match_config_defaults() {

@@ -3,8 +3,6 @@
 //! (503 `overloaded`), the request deadline (408), the body read deadline and the body size
 //! limit (413), plus a JSON 404 fallback and helpers to read bodies and parse JSON.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::Body;
 use tower_http::trace::TraceLayer;
@@ -55,11 +53,6 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
         }
         _ => ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")),
     })
-}
-
-/// The duration flag parser (`5m`, `90s`).
-pub(crate) fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Unix milliseconds on the service's clock: the wall clock read once, advanced by tokio's

@@ -54,16 +54,14 @@
 //! ```
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use skytower_transports::dmsg::wire::Addr;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthConfig, SharedVerifier, Verifier};
-use crate::svcmode::{SvcConfig, SvcError, SvcServer};
+use crate::svcmode::{Maintain, SvcConfig, SvcHandle, SvcServer};
 use crate::ttl_store::{Records, TtlStore};
 
 /// The service name (`/health`, metrics labels, logs).
@@ -160,11 +158,19 @@ impl TransportDiscovery {
     }
 }
 
-/// A started transport discovery (listeners bound), ready to [`serve`](Self::serve).
-#[derive(Debug)]
-pub struct TransportDiscoveryServer {
-    server: SvcServer,
-    service: TransportDiscovery,
+/// A started transport discovery (listeners bound), ready to [`serve`](SvcHandle::serve): the
+/// shared service-mode handle ([`SvcHandle`]); while it is served expired records are purged
+/// every purge interval ([`TransportDiscovery::maintain`]), and the purge task is stopped
+/// before `serve` returns.
+pub type TransportDiscoveryServer = SvcHandle<TransportDiscovery>;
+
+impl Maintain for TransportDiscovery {
+    type Error = RunError;
+    const TASK: &'static str = "purge";
+
+    fn maintain(&self, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+        TransportDiscovery::maintain(self, stop)
+    }
 }
 
 impl TransportDiscoveryServer {
@@ -187,10 +193,13 @@ impl TransportDiscoveryServer {
     pub async fn bind_with(svc: SvcConfig, service: TransportDiscovery) -> Result<Self, RunError> {
         let mode = svc.mode;
         let server = SvcServer::start(svc, NAME, api::router(service.state.clone(), false)).await?;
-        server
-            .health()
-            .register("store", api::StoreCheck(service.store().clone()))
-            .map_err(|e| SvcError::Health(e.to_string()))?;
+        server.add_check(
+            "store",
+            crate::ttl_store::StoreCheck {
+                store: service.store().clone(),
+                count: "transports",
+            },
+        )?;
         tracing::info!(
             addr = ?server.http_addr(),
             dmsg = ?server.dmsg_addr(),
@@ -198,48 +207,7 @@ impl TransportDiscoveryServer {
             store = service.store().kind(),
             "transport-discovery listening"
         );
-        Ok(TransportDiscoveryServer { server, service })
-    }
-
-    /// The bound HTTP address (modes http and dual).
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.server.http_addr()
-    }
-
-    /// The DMSG address (modes dmsg and dual).
-    pub fn dmsg_addr(&self) -> Option<Addr> {
-        self.server.dmsg_addr()
-    }
-
-    /// The service-mode server.
-    pub fn svc(&self) -> &SvcServer {
-        &self.server
-    }
-
-    /// The service.
-    pub fn service(&self) -> &TransportDiscovery {
-        &self.service
-    }
-
-    /// Serves until `shutdown` completes, then shuts down gracefully (see
-    /// [`SvcServer::run_until`]) and stops the purge task before returning.
-    ///
-    /// # Errors
-    ///
-    /// [`RunError::Svc`] when every listener failed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
-        let TransportDiscoveryServer { server, service } = self;
-        let stop = CancellationToken::new();
-        let purge = tokio::spawn({
-            let stop = stop.clone();
-            async move { service.maintain(stop).await }
-        });
-        let result = server.run_until(shutdown).await;
-        stop.cancel();
-        if let Err(e) = purge.await {
-            tracing::error!(error = %e, "purge task failed");
-        }
-        result.map_err(RunError::Svc)
+        Ok(SvcHandle::new(server, service))
     }
 }
 

@@ -275,6 +275,34 @@ fn decode_all<T: DeserializeOwned>(
         .collect()
 }
 
+/// A service's `/health` check of its store: `ok` with the store's kind and its live record
+/// count (as `count`, e.g. `"transports"`), `down` with the error when it cannot be reached.
+pub(crate) struct StoreCheck {
+    /// The store.
+    pub(crate) store: Arc<dyn TtlStore>,
+    /// The name of the live record count in the details.
+    pub(crate) count: &'static str,
+}
+
+impl skytower_layers::check::HealthCheck for StoreCheck {
+    fn check(&self) -> skytower_layers::check::CheckFuture<'_> {
+        use skytower_layers::check::CheckReport;
+        Box::pin(async move {
+            let kind = self.store.kind();
+            match self.store.len().await {
+                Ok(n) => CheckReport::ok().with_details(serde_json::json!({
+                    "kind": kind,
+                    self.count: n,
+                })),
+                Err(e) => CheckReport::down(serde_json::json!({
+                    "kind": kind,
+                    "error": e.to_string(),
+                })),
+            }
+        })
+    }
+}
+
 /// The behaviour every [`TtlStore`] must have; run against both implementations by their tests
 /// (and usable by other implementations' tests). `advance` moves the store's clock by at least
 /// the given duration (paused tokio time for memory, a real sleep for Redis with short TTLs).

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
+use crate::cli::parse_duration as duration;
 use crate::svcmode::SvcArgs;
 use crate::ttl_store::StoreSpec;
 
@@ -127,10 +128,6 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
-}
-
 /// The `skytower uptime-tracker` flags: the shared service-mode flags ([`SvcArgs`], here
 /// `--addr` defaults to `127.0.0.1:9096`) and the tracker's own.
 #[derive(Clone, Debug, clap::Args)]
@@ -222,11 +219,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    type Cli = crate::cli::TestCli<Args>;
 
     #[test]
     fn flag_defaults_match_config_defaults() {

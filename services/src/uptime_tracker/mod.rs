@@ -53,19 +53,17 @@
 //! ```
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use skytower_layers::check::{CheckFuture, CheckReport, HealthCheck};
-use skytower_transports::dmsg::wire::Addr;
 use skytower_transports::identity::PublicKey;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiError;
 use crate::auth::{SharedVerifier, Verifier};
 use crate::dmsg_discovery::KeyedRateLimit;
-use crate::svcmode::{SvcConfig, SvcError, SvcServer};
+use crate::svcmode::{Maintain, SvcConfig, SvcHandle, SvcServer};
 use crate::ttl_store::StoreSpec;
 
 mod api;
@@ -225,11 +223,19 @@ impl HealthCheck for StoreCheck {
     }
 }
 
-/// A started tracker (listeners bound), ready to [`serve`](Self::serve).
-#[derive(Debug)]
-pub struct UptimeTracker {
-    server: SvcServer,
-    service: UptimeService,
+/// A started tracker (listeners bound), ready to [`serve`](SvcHandle::serve): the shared
+/// service-mode handle ([`SvcHandle`]); while it is served the maintenance task runs
+/// ([`UptimeService::maintain`]: retention purge, rate-limit pruning), and it is stopped before
+/// `serve` returns.
+pub type UptimeTracker = SvcHandle<UptimeService>;
+
+impl Maintain for UptimeService {
+    type Error = RunError;
+    const TASK: &'static str = "maintenance";
+
+    fn maintain(&self, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+        UptimeService::maintain(self, stop)
+    }
 }
 
 impl UptimeTracker {
@@ -253,10 +259,7 @@ impl UptimeTracker {
     pub async fn bind_with(svc: SvcConfig, service: UptimeService) -> Result<Self, RunError> {
         let mode = svc.mode;
         let server = SvcServer::start(svc, NAME, service.router()).await?;
-        server
-            .health()
-            .register("store", StoreCheck(service.clone()))
-            .map_err(|e| SvcError::Health(e.to_string()))?;
+        server.add_check("store", StoreCheck(service.clone()))?;
         tracing::info!(
             http = ?server.http_addr(),
             dmsg = ?server.dmsg_addr().map(|a| a.to_string()),
@@ -264,48 +267,7 @@ impl UptimeTracker {
             store = service.store.kind(),
             "uptime-tracker listening"
         );
-        Ok(UptimeTracker { server, service })
-    }
-
-    /// The bound HTTP address (modes http and dual).
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.server.http_addr()
-    }
-
-    /// The DMSG address served on (modes dmsg and dual).
-    pub fn dmsg_addr(&self) -> Option<Addr> {
-        self.server.dmsg_addr()
-    }
-
-    /// The service-mode server.
-    pub fn svc(&self) -> &SvcServer {
-        &self.server
-    }
-
-    /// The service.
-    pub fn service(&self) -> &UptimeService {
-        &self.service
-    }
-
-    /// Serves until `shutdown` completes, then shuts down gracefully (see
-    /// [`SvcServer::run_until`]) and stops the maintenance task.
-    ///
-    /// # Errors
-    ///
-    /// [`RunError::Svc`] when every listener failed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
-        let UptimeTracker { server, service } = self;
-        let stop = CancellationToken::new();
-        let maintenance = tokio::spawn({
-            let stop = stop.clone();
-            async move { service.maintain(stop).await }
-        });
-        let result = server.run_until(shutdown).await;
-        stop.cancel();
-        if let Err(e) = maintenance.await {
-            tracing::error!(error = %e, "maintenance task failed");
-        }
-        result.map_err(RunError::Svc)
+        Ok(SvcHandle::new(server, service))
     }
 }
 
