@@ -2,9 +2,13 @@
 //!
 //! `up` (a whole local network), `node` (the node daemon), the operator commands
 //! (`dmsg sessions|connect-all|curl|discovery`), each service alone (`dmsg-discovery`,
-//! `dmsg-server`), and key management (`keygen`, `pubkey`). See `docs/cli.md`.
+//! `dmsg-server`, ...), and key management (`keygen`, `pubkey`). See `docs/cli.md`.
+//!
+//! Invoked under a service's name (a link: `ln -s skytower route-finder`), the binary runs that
+//! service, so deployments can keep the Go system's binary names ([`MULTICALL`]).
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -77,6 +81,34 @@ enum Command {
     AddressResolver(Box<skytower::services::address_resolver::Args>),
 }
 
+/// The service commands that also answer to their own name when the binary is invoked under
+/// it (busybox style): `route-finder --mode dual ...` is `skytower route-finder --mode dual ...`.
+const MULTICALL: &[&str] = &[
+    "dmsg-server",
+    "dmsg-discovery",
+    "transport-discovery",
+    "route-finder",
+    "address-resolver",
+    "service-discovery",
+    "uptime-tracker",
+    "config-bootstrapper",
+];
+
+/// The command line, with the service's name put in as the subcommand when the binary was
+/// invoked under one of the [`MULTICALL`] names.
+fn command_line() -> Vec<OsString> {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let invoked = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .and_then(|n| MULTICALL.iter().find(|m| **m == n));
+    if let Some(name) = invoked {
+        args.splice(0..1, [OsString::from("skytower"), OsString::from(*name)]);
+    }
+    args
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
     /// `{"public_key": "...", "secret_key": "..."}`
@@ -97,7 +129,7 @@ impl From<Format> for KeyFormat {
 fn main() -> ExitCode {
     // Fewer page faults per relayed byte (glibc only; see `transports::malloc`).
     skytower::transports::malloc::tune();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(command_line());
     // The interactive commands print tables; their logs stay quiet unless RUST_LOG says more.
     // (`up`'s health probes get 503s while components start; tower-http logs those as errors.)
     let default_log = match cli.command {
