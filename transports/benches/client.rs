@@ -19,20 +19,21 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{env_num, percentile, print_table, thread_cpu};
+use common::{
+    Only, Row, env_num, network, percentile, print_report_and_total, row, start_client, wait_for,
+    wait_published,
+};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use skytower_transports::dmsg::client::{Client, ClientConfig, ClientDialError};
 use skytower_transports::dmsg::disc::MemoryDiscovery;
-use skytower_transports::dmsg::server::{Server, ServerConfig, ServerStats};
+use skytower_transports::dmsg::server::ServerConfig;
 use skytower_transports::dmsg::wire::Addr;
-use skytower_transports::identity::{PublicKey, SecretKey};
+use skytower_transports::identity::SecretKey;
 use skytower_transports::testing::alloc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
 
 /// Payload echoed on each concurrent stream.
 const PAYLOAD: usize = 64 * 1024;
@@ -46,113 +47,6 @@ const INBOUND_PORT: u16 = 8;
 static ALLOC: alloc::ThreadCountingAlloc = alloc::ThreadCountingAlloc;
 
 // ---------------------------------------------------------------------------------------------
-// The server on its own thread, registered with a shared in-memory discovery.
-
-#[derive(Clone, Copy, Debug)]
-struct Probe {
-    cpu: Duration,
-    heap: i64,
-    peak: i64,
-}
-
-enum Ctl {
-    /// Reads the counters; with `true`, first restarts the peak from the current heap.
-    Probe(bool, oneshot::Sender<Probe>),
-    Shutdown(oneshot::Sender<()>),
-}
-
-struct ServerThread {
-    pk: PublicKey,
-    stats: Arc<ServerStats>,
-    ctl: mpsc::UnboundedSender<Ctl>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ServerThread {
-    fn start(config: ServerConfig, discovery: MemoryDiscovery) -> ServerThread {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("dmsg-server".into())
-            .spawn(move || {
-                alloc::mark_current_thread();
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let key = SecretKey::generate().unwrap();
-                    let mut server = Server::bind(key, "127.0.0.1:0".parse().unwrap(), config)
-                        .await
-                        .unwrap();
-                    let addr: SocketAddr = server.local_addr();
-                    server.register(
-                        Arc::new(discovery),
-                        addr.to_string(),
-                        Duration::from_secs(60),
-                    );
-                    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
-                    tx.send((server.public_key(), server.stats().clone(), ctl_tx))
-                        .unwrap();
-                    while let Some(c) = ctl_rx.recv().await {
-                        match c {
-                            Ctl::Probe(reset, reply) => {
-                                if reset {
-                                    alloc::reset_peak();
-                                }
-                                let _ = reply.send(Probe {
-                                    cpu: thread_cpu(),
-                                    heap: alloc::heap(),
-                                    peak: alloc::peak(),
-                                });
-                            }
-                            Ctl::Shutdown(reply) => {
-                                server.shutdown().await;
-                                let _ = reply.send(());
-                                return;
-                            }
-                        }
-                    }
-                });
-            })
-            .unwrap();
-        let (pk, stats, ctl) = rx.recv().unwrap();
-        ServerThread {
-            pk,
-            stats,
-            ctl,
-            thread: Some(thread),
-        }
-    }
-
-    async fn probe(&self, reset_peak: bool) -> Probe {
-        let (tx, rx) = oneshot::channel();
-        self.ctl.send(Ctl::Probe(reset_peak, tx)).ok().unwrap();
-        rx.await.unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        let (tx, rx) = oneshot::channel();
-        self.ctl.send(Ctl::Shutdown(tx)).ok().unwrap();
-        rx.await.unwrap();
-        if let Some(t) = self.thread.take() {
-            tokio::task::spawn_blocking(move || t.join().unwrap())
-                .await
-                .unwrap();
-        }
-    }
-}
-
-/// A fresh discovery and server S on its own thread, S's entry posted.
-async fn network(config: ServerConfig) -> (MemoryDiscovery, ServerThread) {
-    let discovery = MemoryDiscovery::default();
-    let server = ServerThread::start(config, discovery.clone());
-    let d = discovery.clone();
-    let pk = server.pk;
-    wait_for("server entry posted", || d.get(&pk).is_some()).await;
-    (discovery, server)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Helpers.
 
 struct Settings {
@@ -160,7 +54,7 @@ struct Settings {
     clients: usize,
     streams: usize,
     client_threads: usize,
-    only: Option<String>,
+    only: Only,
 }
 
 impl Settings {
@@ -172,36 +66,9 @@ impl Settings {
             clients: num("SKYTOWER_BENCH_CLIENTS", if quick { 2 } else { 20 }).max(1),
             streams: num("SKYTOWER_BENCH_STREAMS", if quick { 100 } else { 1000 }).max(1),
             client_threads: num("SKYTOWER_BENCH_CLIENT_THREADS", 1).max(1),
-            only: std::env::var("SKYTOWER_BENCH_ONLY").ok(),
+            only: Only::from_env(),
         }
     }
-
-    fn runs(&self, phase: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| o == phase)
-    }
-}
-
-async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Waits until `client`'s entry in `discovery` lists at least one server.
-async fn wait_published(discovery: &MemoryDiscovery, client: &Client) {
-    let pk = client.public_key();
-    let d = discovery.clone();
-    wait_for("client entry published", || {
-        d.get(&pk)
-            .and_then(|e| e.client)
-            .is_some_and(|c| !c.delegated_servers.is_empty())
-    })
-    .await;
 }
 
 /// Echoes every stream accepted on `port` of `client` until the listener ends.
@@ -355,19 +222,11 @@ async fn concurrent(
     streams: usize,
 ) -> Concurrent {
     let (discovery, server) = network(server_config).await;
-    let b = Client::start(
-        SecretKey::generate().unwrap(),
-        Arc::new(discovery.clone()),
-        echo,
-    );
+    let b = start_client(&discovery, echo);
     let _echo = spawn_echo(&b, ECHO_PORT);
-    let a = Arc::new(Client::start(
-        SecretKey::generate().unwrap(),
-        Arc::new(discovery.clone()),
-        dialer,
-    ));
+    let a = Arc::new(start_client(&discovery, dialer));
     a.wait_for_sessions(1, Duration::from_secs(10)).await;
-    wait_published(&discovery, &b).await;
+    wait_published(&discovery, b.public_key()).await;
     let dst = Addr::new(b.public_key(), ECHO_PORT);
     // Warm: A has B's entry cached and both sessions are up.
     drop(a.dial(dst).await.expect("warm-up dial"));
@@ -446,52 +305,6 @@ async fn concurrent(
 // ---------------------------------------------------------------------------------------------
 // Report.
 
-struct Row {
-    what: String,
-    value: String,
-    go: String,
-    target: String,
-    met: String,
-}
-
-fn row(what: impl Into<String>, value: impl Into<String>) -> Row {
-    Row {
-        what: what.into(),
-        value: value.into(),
-        go: String::new(),
-        target: String::new(),
-        met: String::new(),
-    }
-}
-
-impl Row {
-    fn go(mut self, s: impl Into<String>) -> Row {
-        self.go = s.into();
-        self
-    }
-    fn target(mut self, s: impl Into<String>, met: bool) -> Row {
-        self.target = s.into();
-        self.met = if met { "yes" } else { "NO" }.into();
-        self
-    }
-}
-
-fn print_report(rows: &[Row]) {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.what.clone(),
-                r.value.clone(),
-                r.go.clone(),
-                r.target.clone(),
-                r.met.clone(),
-            ]
-        })
-        .collect();
-    print_table(&["measurement", "value", "Go", "target", "met"], &cells);
-}
-
 fn ms(d: Duration) -> String {
     let v = d.as_secs_f64() * 1e3;
     if v < 10.0 {
@@ -559,31 +372,22 @@ async fn run(set: Settings) {
         "DMSG client benchmark ({} mode): {} new clients, {} concurrent {} KiB echo streams; server \
          on its own thread (current-thread runtime), clients on a {}-worker runtime; {} CPUs; \
          MB = 10^6 B",
-        if set.quick { "quick" } else { "full" },
+        common::mode(set.quick),
         set.clients,
         set.streams,
         PAYLOAD / 1024,
         set.client_threads,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        common::cpus(),
     );
     let mut rows = Vec::new();
 
-    if set.runs("dialable") {
+    if set.only.runs("dialable") {
         let (discovery, server) = network(ServerConfig::default()).await;
-        let disc = Arc::new(discovery.clone());
-        let echo = Client::start(
-            SecretKey::generate().unwrap(),
-            disc.clone(),
-            ClientConfig::default(),
-        );
+        let echo = start_client(&discovery, ClientConfig::default());
         let _echo_task = spawn_echo(&echo, ECHO_PORT);
-        let prober = Client::start(
-            SecretKey::generate().unwrap(),
-            disc.clone(),
-            ClientConfig::default(),
-        );
+        let prober = start_client(&discovery, ClientConfig::default());
         prober.wait_for_sessions(1, Duration::from_secs(10)).await;
-        wait_published(&discovery, &echo).await;
+        wait_published(&discovery, echo.public_key()).await;
         let echo_addr = Addr::new(echo.public_key(), ECHO_PORT);
         // Warm-up client (first-use costs: lazy statics, allocator arenas), fast debounce.
         let fast = ClientConfig {
@@ -596,33 +400,27 @@ async fn run(set: Settings) {
         let f = dialable(&discovery, echo_addr, &prober, fast, n).await;
         let p50 = |v: &[Duration]| percentile(v, 0.5);
         let p99 = |v: &[Duration]| percentile(v, 0.99);
-        let pair = |v: &[Duration]| format!("{} / {}", ms(p50(v)), ms(p99(v)));
+        let pair =
+            |what: &str, v: &[Duration]| row(what, format!("{} / {}", ms(p50(v)), ms(p99(v))));
+        let outbound = "start → dialable outbound (dial + 1-byte echo ok), p50 / p99";
+        let inbound = "start → dialable inbound (published; another client's dial ok), p50 / p99";
         rows.extend([
-            row(
-                format!("start → session up, p50 / p99 ({n} clients)"),
-                pair(&d.session),
+            pair(
+                &format!("start → session up, p50 / p99 ({n} clients)"),
+                &d.session,
             ),
-            row(
+            pair(
                 "start → wait_for_sessions(1) returns, p50 / p99",
-                pair(&d.wait_api),
+                &d.wait_api,
             ),
-            row(
-                "start → dialable outbound (dial + 1-byte echo ok), p50 / p99",
-                pair(&d.outbound),
-            )
-            .go("~24 ms")
-            .target("p50 <= 5 ms", p50(&d.outbound) <= Duration::from_millis(5)),
-            row(
-                "start → dialable inbound (published; another client's dial ok), p50 / p99",
-                pair(&d.inbound),
-            ),
-            row(
-                "  same, publish_debounce = 0 (knob), p50 / p99",
-                pair(&f.inbound),
-            ),
-            row(
+            pair(outbound, &d.outbound)
+                .go("~24 ms")
+                .target("p50 <= 5 ms", p50(&d.outbound) <= Duration::from_millis(5)),
+            pair(inbound, &d.inbound),
+            pair("  same, publish_debounce = 0 (knob), p50 / p99", &f.inbound),
+            pair(
                 "  outbound with publish_debounce = 0, p50 / p99",
-                pair(&f.outbound),
+                &f.outbound,
             ),
         ]);
         drop(echo);
@@ -630,7 +428,7 @@ async fn run(set: Settings) {
         server.shutdown().await;
     }
 
-    if set.runs("concurrent") {
+    if set.only.runs("concurrent") {
         let n = set.streams;
         let d = concurrent(
             ServerConfig::default(),
@@ -658,22 +456,11 @@ async fn run(set: Settings) {
         );
     }
 
-    println!();
-    print_report(&rows);
-    println!();
-    println!(
-        "total bench time: {:.1} s",
-        total_start.elapsed().as_secs_f64()
-    );
+    print_report_and_total(&rows, None, total_start);
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let set = Settings::from_env();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(set.client_threads)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move { tokio::spawn(run(set)).await.unwrap() });
+    common::run_on_clients(set.client_threads, run(set));
 }

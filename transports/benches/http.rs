@@ -25,7 +25,10 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{env_num, percentile, print_table, process_cpu, thread_cpu};
+use common::{
+    Only, Side, env_num, network, percentile, print_table, process_cpu, start_client,
+    wait_published,
+};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,91 +40,11 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use skytower_transports::connector::{Connector, Listener, Peer};
-use skytower_transports::dmsg::client::{Client, ClientConfig};
-use skytower_transports::dmsg::disc::MemoryDiscovery;
-use skytower_transports::dmsg::server::{Server, ServerConfig};
-use skytower_transports::identity::{PublicKey, SecretKey};
-use tokio::sync::{mpsc, oneshot};
+use skytower_transports::dmsg::client::ClientConfig;
+use skytower_transports::dmsg::server::ServerConfig;
+use skytower_transports::identity::PublicKey;
 
 type Http = HttpClient<Connector, Empty<Bytes>>;
-
-// ---------------------------------------------------------------------------------------------
-// Threads with their own current-thread runtime, a CPU probe and a shutdown.
-
-enum Ctl {
-    Cpu(oneshot::Sender<Duration>),
-    Shutdown(oneshot::Sender<()>),
-}
-
-struct Side {
-    ctl: mpsc::UnboundedSender<Ctl>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Side {
-    /// Runs `setup` on a new thread's runtime; what it returns is sent back, and what it keeps
-    /// alive (the second value) lives until shutdown.
-    fn start<I, K, F, Fut>(name: &str, setup: F) -> (Side, I)
-    where
-        I: Send + 'static,
-        K: 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = (I, K)>,
-    {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let (info, keep) = setup().await;
-                    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
-                    tx.send((info, ctl_tx)).ok().unwrap();
-                    while let Some(c) = ctl_rx.recv().await {
-                        match c {
-                            Ctl::Cpu(reply) => {
-                                let _ = reply.send(thread_cpu());
-                            }
-                            Ctl::Shutdown(reply) => {
-                                drop(keep);
-                                let _ = reply.send(());
-                                return;
-                            }
-                        }
-                    }
-                });
-            })
-            .unwrap();
-        let (info, ctl) = rx.recv().unwrap();
-        (
-            Side {
-                ctl,
-                thread: Some(thread),
-            },
-            info,
-        )
-    }
-
-    async fn cpu(&self) -> Duration {
-        let (tx, rx) = oneshot::channel();
-        self.ctl.send(Ctl::Cpu(tx)).ok().unwrap();
-        rx.await.unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        let (tx, rx) = oneshot::channel();
-        self.ctl.send(Ctl::Shutdown(tx)).ok().unwrap();
-        rx.await.unwrap();
-        if let Some(t) = self.thread.take() {
-            tokio::task::spawn_blocking(move || t.join().unwrap())
-                .await
-                .unwrap();
-        }
-    }
-}
 
 async fn hello(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
@@ -149,7 +72,7 @@ struct Settings {
     rounds: usize,
     concurrency: usize,
     client_threads: usize,
-    only: Option<String>,
+    only: Only,
 }
 
 impl Settings {
@@ -162,12 +85,8 @@ impl Settings {
             rounds: num("SKYTOWER_BENCH_ROUNDS", if quick { 1.0 } else { 2.0 }).max(1.0) as usize,
             concurrency: num("SKYTOWER_BENCH_CONCURRENCY", 64.0).max(1.0) as usize,
             client_threads: num("SKYTOWER_BENCH_CLIENT_THREADS", 1.0).max(1.0) as usize,
-            only: std::env::var("SKYTOWER_BENCH_ONLY").ok(),
+            only: Only::from_env(),
         }
-    }
-
-    fn runs(&self, what: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| o == what)
     }
 }
 
@@ -247,42 +166,15 @@ async fn run(set: Settings) {
         "HTTP benchmark ({} mode): plain HTTP/1.1 vs HTTP/1.1 over DMSG on loopback, {} \
          concurrent keep-alive workers, {} round(s) of {:.1} s per transport; backend and relay on \
          their own threads (current-thread runtimes), load generator on a {}-worker runtime; {} CPUs",
-        if set.quick { "quick" } else { "full" },
+        common::mode(set.quick),
         set.concurrency,
         set.rounds,
         set.secs,
         set.client_threads,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        common::cpus(),
     );
-    let discovery = MemoryDiscovery::default();
-
-    // The relay S.
-    let d = discovery.clone();
-    let (relay, relay_pk) = Side::start("dmsg-relay", move || async move {
-        let mut server = Server::bind(
-            SecretKey::generate().unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-            ServerConfig::default(),
-        )
-        .await
-        .unwrap();
-        let addr = server.local_addr().to_string();
-        server.register(Arc::new(d), addr, Duration::from_secs(60));
-        (server.public_key(), server)
-    });
-    let wait = |pk: PublicKey, client: bool| {
-        let d = discovery.clone();
-        async move {
-            let start = Instant::now();
-            while !d.get(&pk).is_some_and(|e| {
-                !client || e.client.is_some_and(|c| !c.delegated_servers.is_empty())
-            }) {
-                assert!(start.elapsed() < Duration::from_secs(30), "discovery entry");
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    };
-    wait(relay_pk, false).await;
+    // The relay S, registered with a fresh discovery.
+    let (discovery, relay) = network(ServerConfig::default()).await;
 
     // The backend: TCP and DMSG listeners serving the same hyper service.
     let d = discovery.clone();
@@ -293,24 +185,16 @@ async fn run(set: Settings) {
         let Ok(Peer::Tcp(tcp_addr)) = tcp.local_addr() else {
             unreachable!()
         };
-        let b = Client::start(
-            SecretKey::generate().unwrap(),
-            Arc::new(d),
-            ClientConfig::default(),
-        );
+        let b = start_client(&d, ClientConfig::default());
         let dmsg = Listener::dmsg(&b, 80).unwrap();
         let tasks = (serve(tcp), serve(dmsg));
         let info: (SocketAddr, PublicKey) = (tcp_addr, b.public_key());
-        (info, (b, tasks))
+        (info, async move { drop((b, tasks)) })
     });
-    wait(b_pk, true).await;
+    wait_published(&discovery, b_pk).await;
 
     // The load generator.
-    let a = Arc::new(Client::start(
-        SecretKey::generate().unwrap(),
-        Arc::new(discovery.clone()),
-        ClientConfig::default(),
-    ));
+    let a = Arc::new(start_client(&discovery, ClientConfig::default()));
     a.wait_for_sessions(1, Duration::from_secs(10)).await;
     let client: Http = HttpClient::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(300))
@@ -318,10 +202,10 @@ async fn run(set: Settings) {
     let tcp_uri: http::Uri = format!("http://{tcp_addr}/").parse().unwrap();
     let dmsg_uri: http::Uri = format!("dmsg://{b_pk}:80/").parse().unwrap();
     let mut targets = Vec::new();
-    if set.runs("tcp") {
+    if set.only.runs("tcp") {
         targets.push(("plain HTTP (TCP)", tcp_uri));
     }
-    if set.runs("dmsg") {
+    if set.only.runs("dmsg") {
         targets.push(("DMSG-HTTP", dmsg_uri));
     }
 
@@ -434,10 +318,5 @@ async fn run(set: Settings) {
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let set = Settings::from_env();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(set.client_threads)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move { tokio::spawn(run(set)).await.unwrap() });
+    common::run_on_clients(set.client_threads, run(set));
 }

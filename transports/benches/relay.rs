@@ -20,131 +20,31 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{percentile, print_table, process_cpu, thread_cpu};
+use common::{
+    Only, ServerThread, env_num, percentile, print_report_and_total, process_cpu, row, wait_for,
+};
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skytower_transports::dmsg::server::{Server, ServerConfig, ServerStats};
+use skytower_transports::dmsg::server::ServerConfig;
 use skytower_transports::dmsg::session::{ClientSession, Endpoint, SessionConfig};
 use skytower_transports::dmsg::stream::DmsgStream;
 use skytower_transports::dmsg::wire::Addr;
-use skytower_transports::identity::{PublicKey, SecretKey};
+use skytower_transports::identity::SecretKey;
 use skytower_transports::testing::alloc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Read and write size everywhere (TCP baseline and relayed streams).
 const CHUNK: usize = 64 * 1024;
 const GIB: f64 = (1u64 << 30) as f64;
-/// Allocations at least this large are reported separately (copy buffers, frame buffers).
-const LARGE: usize = 32 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Heap accounting: bytes allocated minus bytes freed on the server thread.
 
 #[global_allocator]
 static ALLOC: alloc::ThreadCountingAlloc = alloc::ThreadCountingAlloc;
-
-// ---------------------------------------------------------------------------------------------
-// CPU clocks.
-
-// ---------------------------------------------------------------------------------------------
-// The server on its own thread, with a control channel.
-
-#[derive(Clone, Copy, Debug)]
-struct Probe {
-    cpu: Duration,
-    heap: i64,
-    heap_large: i64,
-    allocs: u64,
-}
-
-enum Ctl {
-    Probe(oneshot::Sender<Probe>),
-    Shutdown(oneshot::Sender<()>),
-}
-
-struct ServerThread {
-    addr: SocketAddr,
-    pk: PublicKey,
-    stats: Arc<ServerStats>,
-    ctl: mpsc::UnboundedSender<Ctl>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ServerThread {
-    fn start(config: ServerConfig) -> ServerThread {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("dmsg-server".into())
-            .spawn(move || {
-                alloc::mark_current_thread();
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let key = SecretKey::generate().unwrap();
-                    let server = Server::bind(key, "127.0.0.1:0".parse().unwrap(), config)
-                        .await
-                        .unwrap();
-                    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
-                    let info = (
-                        server.local_addr(),
-                        server.public_key(),
-                        server.stats().clone(),
-                        ctl_tx,
-                    );
-                    tx.send(info).unwrap();
-                    while let Some(c) = ctl_rx.recv().await {
-                        match c {
-                            Ctl::Probe(reply) => {
-                                let _ = reply.send(Probe {
-                                    cpu: thread_cpu(),
-                                    heap: alloc::heap(),
-                                    heap_large: alloc::large_heap(),
-                                    allocs: alloc::allocations(),
-                                });
-                            }
-                            Ctl::Shutdown(reply) => {
-                                server.shutdown().await;
-                                let _ = reply.send(());
-                                return;
-                            }
-                        }
-                    }
-                });
-            })
-            .unwrap();
-        let (addr, pk, stats, ctl) = rx.recv().unwrap();
-        ServerThread {
-            addr,
-            pk,
-            stats,
-            ctl,
-            thread: Some(thread),
-        }
-    }
-
-    async fn probe(&self) -> Probe {
-        let (tx, rx) = oneshot::channel();
-        self.ctl.send(Ctl::Probe(tx)).ok().unwrap();
-        rx.await.unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        let (tx, rx) = oneshot::channel();
-        self.ctl.send(Ctl::Shutdown(tx)).ok().unwrap();
-        rx.await.unwrap();
-        if let Some(t) = self.thread.take() {
-            tokio::task::spawn_blocking(move || t.join().unwrap())
-                .await
-                .unwrap();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -157,18 +57,13 @@ struct Settings {
     parallel: usize,
     client_threads: usize,
     idle_levels: [usize; 3],
-    only: Option<String>,
+    only: Only,
 }
 
 impl Settings {
     fn from_env() -> Settings {
         let quick = common::quick();
-        let num = |name: &str, default: usize| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
+        let num = env_num::<usize>;
         Settings {
             quick,
             bytes: (num("SKYTOWER_BENCH_MIB", if quick { 64 } else { 1024 }).max(1) as u64) << 20,
@@ -177,12 +72,8 @@ impl Settings {
             parallel: 16,
             client_threads: num("SKYTOWER_BENCH_CLIENT_THREADS", 1).max(1),
             idle_levels: [0, 100, 1000],
-            only: std::env::var("SKYTOWER_BENCH_ONLY").ok(),
+            only: Only::from_env(),
         }
-    }
-
-    fn runs(&self, phase: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| o == phase)
     }
 }
 
@@ -221,17 +112,6 @@ async fn read_all<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> u64 {
             return total;
         }
         total += n as u64;
-    }
-}
-
-async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -298,7 +178,7 @@ async fn relay_throughput(ctx: &Ctx, port: u16, streams: usize, bytes: u64) -> T
         ins.push(listener.accept().await.unwrap());
     }
     let per = bytes / streams as u64;
-    let before = ctx.server.probe().await;
+    let before = ctx.server.probe(false).await;
     let cpu0 = process_cpu();
     let start = Instant::now();
     let readers: Vec<_> = ins
@@ -315,7 +195,7 @@ async fn relay_throughput(ctx: &Ctx, port: u16, streams: usize, bytes: u64) -> T
     }
     let elapsed = start.elapsed();
     let cpu1 = process_cpu();
-    let after = ctx.server.probe().await;
+    let after = ctx.server.probe(false).await;
     for w in writers {
         w.await.unwrap();
     }
@@ -394,7 +274,7 @@ async fn idle_memory(ctx: &Ctx, port: u16, levels: &[usize]) -> (Vec<IdleLevel>,
         let stats = ctx.server.stats.clone();
         wait_for("bridges up", || stats.bridges() == base_bridges + level).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let p = ctx.server.probe().await;
+        let p = ctx.server.probe(false).await;
         result.push(IdleLevel {
             streams: level,
             heap: p.heap,
@@ -406,69 +286,13 @@ async fn idle_memory(ctx: &Ctx, port: u16, levels: &[usize]) -> (Vec<IdleLevel>,
     let stats = ctx.server.stats.clone();
     wait_for("bridges down", || stats.bridges() == base_bridges).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let after = ctx.server.probe().await.heap;
+    let after = ctx.server.probe(false).await.heap;
     acceptor.abort();
     (result, after)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Report.
-
-struct Row {
-    what: String,
-    value: String,
-    vs_tcp: String,
-    go: String,
-    target: String,
-    met: String,
-}
-
-fn row(what: impl Into<String>, value: impl Into<String>) -> Row {
-    Row {
-        what: what.into(),
-        value: value.into(),
-        vs_tcp: String::new(),
-        go: String::new(),
-        target: String::new(),
-        met: String::new(),
-    }
-}
-
-impl Row {
-    fn vs(mut self, s: impl Into<String>) -> Row {
-        self.vs_tcp = s.into();
-        self
-    }
-    fn go(mut self, s: impl Into<String>) -> Row {
-        self.go = s.into();
-        self
-    }
-    fn target(mut self, s: impl Into<String>, met: bool) -> Row {
-        self.target = s.into();
-        self.met = if met { "yes" } else { "NO" }.into();
-        self
-    }
-}
-
-fn print_report(rows: &[Row]) {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.what.clone(),
-                r.value.clone(),
-                r.vs_tcp.clone(),
-                r.go.clone(),
-                r.target.clone(),
-                r.met.clone(),
-            ]
-        })
-        .collect();
-    print_table(
-        &["measurement", "value", "vs TCP", "Go", "target", "met"],
-        &cells,
-    );
-}
 
 fn mb(v: f64) -> String {
     format!("{:.0} MB/s", v / 1e6)
@@ -507,16 +331,16 @@ async fn run(set: Settings, malloc: &'static str) {
         "DMSG relay benchmark ({} mode): {size} per throughput run, {} rep(s) (median (min–max)), \
          {} opens; server on its own thread (current-thread runtime), clients A+B on a {}-worker \
          runtime; {} CPUs; curve arithmetic {}; allocator {malloc}; MB = 10^6 B, KB = 10^3 B",
-        if set.quick { "quick" } else { "full" },
+        common::mode(set.quick),
         set.reps,
         set.opens,
         set.client_threads,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        common::cpus(),
         skytower_transports::dmsg::dh::curve_backend(),
     );
 
     // Sessions: A and B to S, registered before any dial.
-    let server = ServerThread::start(ServerConfig::default());
+    let server = ServerThread::start(ServerConfig::default(), None);
     let a = Endpoint::new(SecretKey::generate().unwrap(), SessionConfig::default());
     let b_config = SessionConfig {
         listener_backlog: 1024,
@@ -535,7 +359,7 @@ async fn run(set: Settings, malloc: &'static str) {
     };
     let mut rows = Vec::new();
 
-    if set.runs("throughput") {
+    if set.only.runs("throughput") {
         // Raw loopback TCP, then one relayed stream, then parallel streams; a short warm-up first.
         let tcp: Vec<f64> = (0..set.reps).map(|_| tcp_baseline(set.bytes)).collect();
         let (tcp_med, _, _) = summary(&tcp);
@@ -594,7 +418,7 @@ async fn run(set: Settings, malloc: &'static str) {
         ]);
     }
 
-    if set.runs("opens") {
+    if set.only.runs("opens") {
         let lat = open_latency(&ctx, 300, set.opens).await;
         let p50 = percentile(&lat, 0.50);
         let p99 = percentile(&lat, 0.99);
@@ -612,7 +436,7 @@ async fn run(set: Settings, malloc: &'static str) {
         ]);
     }
 
-    if set.runs("memory") {
+    if set.only.runs("memory") {
         let (idle, after_close) = idle_memory(&ctx, 400, &set.idle_levels).await;
         let base = idle[0].heap;
         let base_large = idle[0].heap_large;
@@ -621,7 +445,7 @@ async fn run(set: Settings, malloc: &'static str) {
                 "{:.1} KB ({:.1} KB in allocations >= {} KiB)",
                 total as f64 / 1e3,
                 large as f64 / 1e3,
-                LARGE / 1024
+                alloc::LARGE / 1024
             )
         };
         for l in &idle {
@@ -655,13 +479,7 @@ async fn run(set: Settings, malloc: &'static str) {
     drop(_sb);
     server.shutdown().await;
 
-    println!();
-    print_report(&rows);
-    println!();
-    println!(
-        "total bench time: {:.1} s",
-        total_start.elapsed().as_secs_f64()
-    );
+    print_report_and_total(&rows, Some("vs TCP"), total_start);
 }
 
 fn main() {
@@ -676,10 +494,5 @@ fn main() {
         "defaults (malloc::tune unavailable)"
     };
     let set = Settings::from_env();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(set.client_threads)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move { tokio::spawn(run(set, malloc)).await.unwrap() });
+    common::run_on_clients(set.client_threads, run(set, malloc));
 }
