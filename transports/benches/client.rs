@@ -19,10 +19,10 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{
-    Only, Row, env_num, network, percentile, print_report_and_total, row, start_client, wait_for,
-    wait_published,
-};
+#[path = "common/dmsg.rs"]
+mod dmsg;
+use common::{BenchEnv, Row, percentile, print_report_and_total, row};
+use dmsg::{network, start_client, wait_for, wait_published};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -50,23 +50,18 @@ static ALLOC: alloc::ThreadCountingAlloc = alloc::ThreadCountingAlloc;
 // Helpers.
 
 struct Settings {
-    quick: bool,
+    env: BenchEnv,
     clients: usize,
     streams: usize,
-    client_threads: usize,
-    only: Only,
 }
 
 impl Settings {
     fn from_env() -> Settings {
-        let quick = common::quick();
-        let num = env_num::<usize>;
+        let env = BenchEnv::from_env();
         Settings {
-            quick,
-            clients: num("SKYTOWER_BENCH_CLIENTS", if quick { 2 } else { 20 }).max(1),
-            streams: num("SKYTOWER_BENCH_STREAMS", if quick { 100 } else { 1000 }).max(1),
-            client_threads: num("SKYTOWER_BENCH_CLIENT_THREADS", 1).max(1),
-            only: Only::from_env(),
+            clients: env.num("SKYTOWER_BENCH_CLIENTS", 2, 20).max(1),
+            streams: env.num("SKYTOWER_BENCH_STREAMS", 100, 1000).max(1),
+            env,
         }
     }
 }
@@ -372,16 +367,16 @@ async fn run(set: Settings) {
         "DMSG client benchmark ({} mode): {} new clients, {} concurrent {} KiB echo streams; server \
          on its own thread (current-thread runtime), clients on a {}-worker runtime; {} CPUs; \
          MB = 10^6 B",
-        common::mode(set.quick),
+        set.env.mode(),
         set.clients,
         set.streams,
         PAYLOAD / 1024,
-        set.client_threads,
+        set.env.client_threads,
         common::cpus(),
     );
     let mut rows = Vec::new();
 
-    if set.only.runs("dialable") {
+    if set.env.runs("dialable") {
         let (discovery, server) = network(ServerConfig::default()).await;
         let echo = start_client(&discovery, ClientConfig::default());
         let _echo_task = spawn_echo(&echo, ECHO_PORT);
@@ -428,7 +423,7 @@ async fn run(set: Settings) {
         server.shutdown().await;
     }
 
-    if set.only.runs("concurrent") {
+    if set.env.runs("concurrent") {
         let n = set.streams;
         let d = concurrent(
             ServerConfig::default(),
@@ -462,5 +457,5 @@ async fn run(set: Settings) {
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let set = Settings::from_env();
-    common::run_on_clients(set.client_threads, run(set));
+    common::run_on_clients(set.env.client_threads, run(set));
 }

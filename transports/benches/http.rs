@@ -25,10 +25,10 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{
-    Only, Side, env_num, network, percentile, print_table, process_cpu, start_client,
-    wait_published,
-};
+#[path = "common/dmsg.rs"]
+mod dmsg;
+use common::{BenchEnv, env_num, percentile, print_table, process_cpu};
+use dmsg::{Side, network, start_client, wait_published};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,25 +67,20 @@ fn serve(mut listener: Listener) -> tokio::task::JoinHandle<()> {
 // Load.
 
 struct Settings {
-    quick: bool,
+    env: BenchEnv,
     secs: f64,
     rounds: usize,
     concurrency: usize,
-    client_threads: usize,
-    only: Only,
 }
 
 impl Settings {
     fn from_env() -> Settings {
-        let quick = common::quick();
-        let num = env_num::<f64>;
+        let env = BenchEnv::from_env();
         Settings {
-            quick,
-            secs: num("SKYTOWER_BENCH_SECS", if quick { 1.0 } else { 5.0 }).max(0.1),
-            rounds: num("SKYTOWER_BENCH_ROUNDS", if quick { 1.0 } else { 2.0 }).max(1.0) as usize,
-            concurrency: num("SKYTOWER_BENCH_CONCURRENCY", 64.0).max(1.0) as usize,
-            client_threads: num("SKYTOWER_BENCH_CLIENT_THREADS", 1.0).max(1.0) as usize,
-            only: Only::from_env(),
+            secs: env.num("SKYTOWER_BENCH_SECS", 1.0f64, 5.0).max(0.1),
+            rounds: env.num("SKYTOWER_BENCH_ROUNDS", 1, 2).max(1),
+            concurrency: env_num("SKYTOWER_BENCH_CONCURRENCY", 64usize).max(1),
+            env,
         }
     }
 }
@@ -166,11 +161,11 @@ async fn run(set: Settings) {
         "HTTP benchmark ({} mode): plain HTTP/1.1 vs HTTP/1.1 over DMSG on loopback, {} \
          concurrent keep-alive workers, {} round(s) of {:.1} s per transport; backend and relay on \
          their own threads (current-thread runtimes), load generator on a {}-worker runtime; {} CPUs",
-        common::mode(set.quick),
+        set.env.mode(),
         set.concurrency,
         set.rounds,
         set.secs,
-        set.client_threads,
+        set.env.client_threads,
         common::cpus(),
     );
     // The relay S, registered with a fresh discovery.
@@ -202,10 +197,10 @@ async fn run(set: Settings) {
     let tcp_uri: http::Uri = format!("http://{tcp_addr}/").parse().unwrap();
     let dmsg_uri: http::Uri = format!("dmsg://{b_pk}:80/").parse().unwrap();
     let mut targets = Vec::new();
-    if set.only.runs("tcp") {
+    if set.env.runs("tcp") {
         targets.push(("plain HTTP (TCP)", tcp_uri));
     }
-    if set.only.runs("dmsg") {
+    if set.env.runs("dmsg") {
         targets.push(("DMSG-HTTP", dmsg_uri));
     }
 
@@ -318,5 +313,5 @@ async fn run(set: Settings) {
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let set = Settings::from_env();
-    common::run_on_clients(set.client_threads, run(set));
+    common::run_on_clients(set.env.client_threads, run(set));
 }

@@ -20,9 +20,10 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{
-    Only, ServerThread, env_num, percentile, print_report_and_total, process_cpu, row, wait_for,
-};
+#[path = "common/dmsg.rs"]
+mod dmsg;
+use common::{BenchEnv, percentile, print_report_and_total, process_cpu, row};
+use dmsg::{ServerThread, wait_for};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,29 +51,24 @@ static ALLOC: alloc::ThreadCountingAlloc = alloc::ThreadCountingAlloc;
 // Helpers.
 
 struct Settings {
-    quick: bool,
+    env: BenchEnv,
     bytes: u64,
     reps: usize,
     opens: usize,
     parallel: usize,
-    client_threads: usize,
     idle_levels: [usize; 3],
-    only: Only,
 }
 
 impl Settings {
     fn from_env() -> Settings {
-        let quick = common::quick();
-        let num = env_num::<usize>;
+        let env = BenchEnv::from_env();
         Settings {
-            quick,
-            bytes: (num("SKYTOWER_BENCH_MIB", if quick { 64 } else { 1024 }).max(1) as u64) << 20,
-            reps: num("SKYTOWER_BENCH_REPS", if quick { 1 } else { 3 }).max(1),
-            opens: if quick { 100 } else { 1000 },
+            bytes: (env.num("SKYTOWER_BENCH_MIB", 64, 1024).max(1) as u64) << 20,
+            reps: env.num("SKYTOWER_BENCH_REPS", 1, 3).max(1),
+            opens: if env.quick { 100 } else { 1000 },
             parallel: 16,
-            client_threads: num("SKYTOWER_BENCH_CLIENT_THREADS", 1).max(1),
             idle_levels: [0, 100, 1000],
-            only: Only::from_env(),
+            env,
         }
     }
 }
@@ -331,10 +327,10 @@ async fn run(set: Settings, malloc: &'static str) {
         "DMSG relay benchmark ({} mode): {size} per throughput run, {} rep(s) (median (min–max)), \
          {} opens; server on its own thread (current-thread runtime), clients A+B on a {}-worker \
          runtime; {} CPUs; curve arithmetic {}; allocator {malloc}; MB = 10^6 B, KB = 10^3 B",
-        common::mode(set.quick),
+        set.env.mode(),
         set.reps,
         set.opens,
-        set.client_threads,
+        set.env.client_threads,
         common::cpus(),
         skytower_transports::dmsg::dh::curve_backend(),
     );
@@ -359,7 +355,7 @@ async fn run(set: Settings, malloc: &'static str) {
     };
     let mut rows = Vec::new();
 
-    if set.only.runs("throughput") {
+    if set.env.runs("throughput") {
         // Raw loopback TCP, then one relayed stream, then parallel streams; a short warm-up first.
         let tcp: Vec<f64> = (0..set.reps).map(|_| tcp_baseline(set.bytes)).collect();
         let (tcp_med, _, _) = summary(&tcp);
@@ -418,7 +414,7 @@ async fn run(set: Settings, malloc: &'static str) {
         ]);
     }
 
-    if set.only.runs("opens") {
+    if set.env.runs("opens") {
         let lat = open_latency(&ctx, 300, set.opens).await;
         let p50 = percentile(&lat, 0.50);
         let p99 = percentile(&lat, 0.99);
@@ -436,7 +432,7 @@ async fn run(set: Settings, malloc: &'static str) {
         ]);
     }
 
-    if set.only.runs("memory") {
+    if set.env.runs("memory") {
         let (idle, after_close) = idle_memory(&ctx, 400, &set.idle_levels).await;
         let base = idle[0].heap;
         let base_large = idle[0].heap_large;
@@ -494,5 +490,5 @@ fn main() {
         "defaults (malloc::tune unavailable)"
     };
     let set = Settings::from_env();
-    common::run_on_clients(set.client_threads, run(set, malloc));
+    common::run_on_clients(set.env.client_threads, run(set, malloc));
 }
