@@ -16,19 +16,56 @@ use crate::check::{HealthCheck, HealthStatus};
 const MS: Duration = Duration::from_millis(1);
 const SECS_10: Duration = Duration::from_secs(10);
 
+type Svc = mock::Spawn<HandshakeQueue<mock::Mock<&'static str, &'static str>>>;
+type Inner = mock::Handle<&'static str, &'static str>;
+type Call = task::Spawn<
+    <HandshakeQueue<mock::Mock<&'static str, &'static str>> as Service<&'static str>>::Future,
+>;
+
 fn layer(max_in_flight: usize, max_queued: usize) -> HandshakeQueueLayer {
     HandshakeQueueLayer::new()
         .max_in_flight(max_in_flight)
         .max_queued(max_queued)
 }
 
+/// `l` over a tower-test mock: the queue's handle, the service, and the inner mock's handle.
+fn spawn(l: HandshakeQueueLayer) -> (HandshakeQueueHandle, Svc, Inner) {
+    let h = l.handle();
+    let (svc, inner) = mock::spawn_layer(l);
+    (h, svc, inner)
+}
+
+/// Calls `svc` with `req` and polls once: admitted (running or queued), still pending.
+#[track_caller]
+fn admitted(svc: &mut Svc, req: &'static str) -> Call {
+    let mut call = task::spawn(svc.call(req));
+    assert_pending!(call.poll());
+    call
+}
+
+/// Calls `svc` with `req`: refused with [`Overloaded`] on its first poll.
+#[track_caller]
+fn refused(svc: &mut Svc, req: &'static str) {
+    assert_overloaded(assert_ready_err!(task::spawn(svc.call(req)).poll()));
+}
+
+/// With one slot: `a` is admitted and reaches inner (its responder is returned), `b` is
+/// admitted and waits in the queue.
+#[track_caller]
+fn a_runs_b_queued(
+    svc: &mut Svc,
+    inner: &mut Inner,
+) -> (Call, Call, mock::SendResponse<&'static str>) {
+    let a = admitted(svc, "a");
+    let b = admitted(svc, "b");
+    let rsp_a = take_request(inner, "a");
+    (a, b, rsp_a)
+}
+
 /// Takes the request the inner mock must have received by now; panics (instead of waiting
 /// forever, like `assert_request_eq!`) if there is none.
 #[track_caller]
-fn take_request(
-    inner: &mut mock::Handle<&'static str, &'static str>,
-    expected: &'static str,
-) -> mock::SendResponse<&'static str> {
+fn take_request(inner: &mut Inner, expected: &'static str) -> mock::SendResponse<&'static str> {
     match inner.poll_request() {
         Poll::Ready(Some((req, rsp))) => {
             assert_eq!(req, expected);
@@ -102,17 +139,12 @@ fn defaults_and_configuration() {
 
 #[tokio::test(start_paused = true)]
 async fn at_most_n_in_flight_and_the_next_waits() {
-    let l = layer(2, 10);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
+    let (h, mut svc, mut inner) = spawn(layer(2, 10));
 
     assert_ready_ok!(svc.poll_ready());
-    let mut a = task::spawn(svc.call("a"));
-    let mut b = task::spawn(svc.call("b"));
-    let mut c = task::spawn(svc.call("c"));
-    assert_pending!(a.poll());
-    assert_pending!(b.poll());
-    assert_pending!(c.poll());
+    let mut a = admitted(&mut svc, "a");
+    let mut b = admitted(&mut svc, "b");
+    let mut c = admitted(&mut svc, "c");
 
     let rsp_a = take_request(&mut inner, "a");
     let rsp_b = take_request(&mut inner, "b");
@@ -136,22 +168,14 @@ async fn at_most_n_in_flight_and_the_next_waits() {
 
 #[tokio::test(start_paused = true)]
 async fn queue_full_refuses_at_once_without_touching_inner() {
-    let l = layer(1, 1);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
-
-    let mut a = task::spawn(svc.call("a"));
-    let mut b = task::spawn(svc.call("b"));
-    assert_pending!(a.poll());
-    assert_pending!(b.poll());
-    let rsp_a = take_request(&mut inner, "a");
+    let (h, mut svc, mut inner) = spawn(layer(1, 1));
+    let (mut a, _b, rsp_a) = a_runs_b_queued(&mut svc, &mut inner);
     assert!(h.is_full());
 
     // Still ready (load-shed semantics), but the call is refused on its first poll, no time passing.
     assert_ready_ok!(svc.poll_ready());
     let start = Instant::now();
-    let mut c = task::spawn(svc.call("c"));
-    assert_overloaded(assert_ready_err!(c.poll()));
+    refused(&mut svc, "c");
     assert_eq!(Instant::now(), start);
     assert_pending!(inner.poll_request(), "inner must not see refused work");
     assert_eq!(h.refused_total(), 1);
@@ -161,24 +185,16 @@ async fn queue_full_refuses_at_once_without_touching_inner() {
     rsp_a.send_response("A");
     assert_ready_ok!(a.poll());
     assert!(!h.is_full());
-    let mut d = task::spawn(svc.call("d"));
-    assert_pending!(d.poll());
+    let _d = admitted(&mut svc, "d");
     assert_eq!((h.in_flight(), h.queued()), (1, 1));
     assert_eq!(h.refused_total(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn deadline_counts_from_submission_including_queue_wait() {
-    let l = layer(1, 1).timeout(SECS_10);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
+    let (h, mut svc, mut inner) = spawn(layer(1, 1).timeout(SECS_10));
     let submitted = Instant::now();
-
-    let mut a = task::spawn(svc.call("a"));
-    let mut b = task::spawn(svc.call("b"));
-    assert_pending!(a.poll());
-    assert_pending!(b.poll());
-    let rsp_a = take_request(&mut inner, "a");
+    let (mut a, mut b, rsp_a) = a_runs_b_queued(&mut svc, &mut inner);
 
     // `b` waits 6 s in the queue...
     advance(Duration::from_secs(6)).await;
@@ -201,15 +217,8 @@ async fn deadline_counts_from_submission_including_queue_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn queued_call_that_never_starts_times_out() {
-    let l = layer(1, 1).timeout(SECS_10);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
-
-    let mut a = task::spawn(svc.call("a"));
-    let mut b = task::spawn(svc.call("b"));
-    assert_pending!(a.poll());
-    assert_pending!(b.poll());
-    let _rsp_a = take_request(&mut inner, "a");
+    let (h, mut svc, mut inner) = spawn(layer(1, 1).timeout(SECS_10));
+    let (mut a, mut b, _rsp_a) = a_runs_b_queued(&mut svc, &mut inner);
 
     advance(SECS_10 - MS).await;
     assert_pending!(a.poll());
@@ -223,10 +232,8 @@ async fn queued_call_that_never_starts_times_out() {
 
 #[tokio::test(start_paused = true)]
 async fn work_completing_at_the_deadline_wins() {
-    let l = layer(1, 0).timeout(SECS_10);
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
-    let mut a = task::spawn(svc.call("a"));
-    assert_pending!(a.poll());
+    let (_h, mut svc, mut inner) = spawn(layer(1, 0).timeout(SECS_10));
+    let mut a = admitted(&mut svc, "a");
     let rsp = take_request(&mut inner, "a");
     advance(SECS_10).await;
     rsp.send_response("A");
@@ -235,16 +242,9 @@ async fn work_completing_at_the_deadline_wins() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_a_queued_call_frees_its_queue_place() {
-    let l = layer(1, 1);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
-
-    let mut a = task::spawn(svc.call("a"));
-    let mut b = task::spawn(svc.call("b"));
-    assert_pending!(a.poll());
-    assert_pending!(b.poll());
-    let rsp_a = take_request(&mut inner, "a");
-    assert_overloaded(assert_ready_err!(task::spawn(svc.call("c")).poll()));
+    let (h, mut svc, mut inner) = spawn(layer(1, 1));
+    let (mut a, b, rsp_a) = a_runs_b_queued(&mut svc, &mut inner);
+    refused(&mut svc, "c");
     assert_eq!(h.queued(), 1);
 
     drop(b);
@@ -252,8 +252,7 @@ async fn dropping_a_queued_call_frees_its_queue_place() {
     assert!(!h.is_full());
 
     // The freed place is usable at once, and the dropped call never runs.
-    let mut d = task::spawn(svc.call("d"));
-    assert_pending!(d.poll());
+    let mut d = admitted(&mut svc, "d");
     assert_eq!(h.queued(), 1);
     rsp_a.send_response("A");
     assert_ready_ok!(a.poll());
@@ -266,15 +265,8 @@ async fn dropping_a_queued_call_frees_its_queue_place() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_a_running_call_frees_its_slot_and_the_next_starts() {
-    let l = layer(1, 1);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
-
-    let mut a = task::spawn(svc.call("a"));
-    let mut b = task::spawn(svc.call("b"));
-    assert_pending!(a.poll());
-    assert_pending!(b.poll());
-    let _rsp_a = take_request(&mut inner, "a");
+    let (h, mut svc, mut inner) = spawn(layer(1, 1));
+    let (a, mut b, _rsp_a) = a_runs_b_queued(&mut svc, &mut inner);
     assert_pending!(inner.poll_request());
 
     drop(a);
@@ -297,14 +289,12 @@ async fn clones_and_relayering_share_one_limit() {
     let mut svc2 = mock::Spawn::new(l.layer(mock2));
     let mut svc1b = mock::Spawn::new(svc1.get_ref().clone());
 
-    let mut a = task::spawn(svc1.call("a"));
-    let mut b = task::spawn(svc2.call("b"));
-    assert_pending!(a.poll());
-    assert_pending!(b.poll());
+    let mut a = admitted(&mut svc1, "a");
+    let mut b = admitted(&mut svc2, "b");
     let rsp_a = take_request(&mut inner1, "a");
     assert_pending!(inner2.poll_request(), "one slot in total, taken by svc1");
     assert_eq!((h.in_flight(), h.queued()), (1, 1));
-    assert_overloaded(assert_ready_err!(task::spawn(svc1b.call("c")).poll()));
+    refused(&mut svc1b, "c");
     assert_eq!(svc2.get_ref().handle().refused_total(), 1);
 
     rsp_a.send_response("A");
@@ -324,12 +314,9 @@ async fn clones_and_relayering_share_one_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn inner_call_errors_pass_through_unchanged() {
-    let l = layer(1, 1);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
+    let (h, mut svc, mut inner) = spawn(layer(1, 1));
 
-    let mut a = task::spawn(svc.call("a"));
-    assert_pending!(a.poll());
+    let mut a = admitted(&mut svc, "a");
     take_request(&mut inner, "a").send_error(DialError("refused by peer"));
     let err = assert_ready_err!(a.poll());
     assert_eq!(
@@ -342,9 +329,7 @@ async fn inner_call_errors_pass_through_unchanged() {
 
 #[tokio::test(start_paused = true)]
 async fn inner_poll_ready_errors_pass_through_and_do_not_poison() {
-    let l = layer(1, 1);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
+    let (h, mut svc, mut inner) = spawn(layer(1, 1));
 
     inner.send_error(DialError("no route"));
     let mut a = task::spawn(svc.call("a"));
@@ -357,25 +342,20 @@ async fn inner_poll_ready_errors_pass_through_and_do_not_poison() {
     assert_eq!((h.in_flight(), h.queued()), (0, 0));
 
     // The next call works normally.
-    let mut b = task::spawn(svc.call("b"));
-    assert_pending!(b.poll());
+    let mut b = admitted(&mut svc, "b");
     take_request(&mut inner, "b").send_response("B");
     assert_eq!(assert_ready_ok!(b.poll()), "B");
 }
 
 #[tokio::test(start_paused = true)]
 async fn inner_backpressure_is_awaited_while_holding_the_slot() {
-    let l = layer(1, 1);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
+    let (h, mut svc, mut inner) = spawn(layer(1, 1));
 
     inner.allow(0);
     // Documented: the queue is always ready; the inner's backpressure is awaited in the future.
     assert_ready_ok!(svc.poll_ready());
-    let mut a = task::spawn(svc.call("a"));
-    let mut b = task::spawn(svc.call("b"));
-    assert_pending!(a.poll());
-    assert_pending!(b.poll());
+    let mut a = admitted(&mut svc, "a");
+    let mut b = admitted(&mut svc, "b");
     assert_pending!(inner.poll_request(), "inner not ready: not called");
     assert_eq!((h.in_flight(), h.queued()), (1, 1));
 
@@ -393,13 +373,10 @@ async fn inner_backpressure_is_awaited_while_holding_the_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn inner_never_ready_times_out() {
-    let l = layer(1, 1).timeout(SECS_10);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
+    let (h, mut svc, mut inner) = spawn(layer(1, 1).timeout(SECS_10));
 
     inner.allow(0);
-    let mut a = task::spawn(svc.call("a"));
-    assert_pending!(a.poll());
+    let mut a = admitted(&mut svc, "a");
     advance(SECS_10 - MS).await;
     assert_pending!(a.poll());
     advance(MS).await;
@@ -515,9 +492,7 @@ async fn concurrent_calls_on_two_threads_never_exceed_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn health_report_degrades_while_full() {
-    let l = layer(1, 1).timeout(SECS_10);
-    let h = l.handle();
-    let (mut svc, mut inner) = mock::spawn_layer::<&str, &str, _>(l);
+    let (h, mut svc, mut inner) = spawn(layer(1, 1).timeout(SECS_10));
 
     let report = h.check().await;
     assert_eq!(report.status, HealthStatus::Ok);
@@ -527,8 +502,7 @@ async fn health_report_degrades_while_full() {
                "timeout_ms": 10_000, "refused_total": 0, "timed_out_total": 0})
     );
 
-    let mut a = task::spawn(svc.call("a"));
-    assert_pending!(a.poll());
+    let mut a = admitted(&mut svc, "a");
     let rsp_a = take_request(&mut inner, "a");
     assert_eq!(
         h.check().await.status,
@@ -536,9 +510,8 @@ async fn health_report_degrades_while_full() {
         "room left in queue"
     );
 
-    let mut b = task::spawn(svc.call("b"));
-    assert_pending!(b.poll());
-    assert_overloaded(assert_ready_err!(task::spawn(svc.call("c")).poll()));
+    let b = admitted(&mut svc, "b");
+    refused(&mut svc, "c");
     let report = h.check().await;
     assert_eq!(report.status, HealthStatus::Degraded);
     assert_eq!(report.details["in_flight"], 1);
