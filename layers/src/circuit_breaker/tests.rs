@@ -17,67 +17,139 @@ use crate::check::{HealthCheck, HealthStatus};
 use crate::key::RequestAsKey;
 
 type Key = &'static str;
-type Svc = mock::Spawn<CircuitBreaker<mock::Mock<Key, Key>, Key, RequestAsKey>>;
-type Handle = mock::Handle<Key, Key>;
+type Breaker<C> = CircuitBreaker<mock::Mock<Key, Key>, Key, RequestAsKey, C>;
+type Call<C> = task::Spawn<<Breaker<C> as Service<Key>>::Future>;
 
 const OPEN: Duration = Duration::from_secs(60);
 const NS: Duration = Duration::from_nanos(1);
 
-fn setup(threshold: u32) -> (Svc, Handle, BreakerHandle<Key>) {
-    let layer = CircuitBreakerLayer::builder(RequestAsKey)
-        .failure_threshold(threshold)
-        .open_duration(OPEN)
-        .build();
-    let breakers = layer.handle();
-    let (svc, handle) = mock::spawn_layer(layer);
-    (svc, handle, breakers)
+/// A breaker keyed by the request over a tower-test mock: the service, the mock's handle and
+/// the breakers' handle.
+struct Harness<C = ErrorsAreFailures> {
+    svc: mock::Spawn<Breaker<C>>,
+    inner: mock::Handle<Key, Key>,
+    breakers: BreakerHandle<Key>,
 }
 
-/// The request the inner service received (already: the mock's `call` is synchronous) must be
-/// `key`. Fails fast, rather than hanging, when the inner service was not called.
-fn inner_got(handle: &mut Handle, key: Key) -> mock::SendResponse<Key> {
-    match handle.poll_request() {
-        Poll::Ready(Some((req, respond))) => {
-            assert_eq!(req, key);
-            respond
-        }
-        _ => panic!("the inner service was not called for {key:?}"),
+fn setup(threshold: u32) -> Harness {
+    harness(
+        CircuitBreakerLayer::builder(RequestAsKey)
+            .failure_threshold(threshold)
+            .open_duration(OPEN)
+            .build(),
+    )
+}
+
+fn harness<C: Clone>(layer: CircuitBreakerLayer<Key, RequestAsKey, C>) -> Harness<C> {
+    let breakers = layer.handle();
+    let (svc, inner) = mock::spawn_layer(layer);
+    Harness {
+        svc,
+        inner,
+        breakers,
     }
 }
 
-/// One call for `key` that reaches the inner service, which fails it.
-fn fail(svc: &mut Svc, handle: &mut Handle, key: Key) {
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call(key));
-    assert_pending!(fut.poll());
-    inner_got(handle, key).send_error("boom");
-    let err = assert_ready_err!(fut.poll());
-    assert_eq!(err.to_string(), "boom");
+impl<C> Harness<C>
+where
+    Breaker<C>: Service<Key, Response = Key, Error = BoxError>,
+{
+    /// The request the inner service received (already: the mock's `call` is synchronous) must
+    /// be `key`. Fails fast, rather than hanging, when the inner service was not called.
+    #[track_caller]
+    fn inner_got(&mut self, key: Key) -> mock::SendResponse<Key> {
+        match self.inner.poll_request() {
+            Poll::Ready(Some((req, respond))) => {
+                assert_eq!(req, key);
+                respond
+            }
+            _ => panic!("the inner service was not called for {key:?}"),
+        }
+    }
+
+    /// A call for `key` admitted and passed to the inner service; returns it (not polled yet)
+    /// and the inner service's responder.
+    #[track_caller]
+    fn start(&mut self, key: Key) -> (Call<C>, mock::SendResponse<Key>) {
+        assert_ready_ok!(self.svc.poll_ready());
+        let call = task::spawn(self.svc.call(key));
+        (call, self.inner_got(key))
+    }
+
+    /// One call for `key` that reaches the inner service, which fails it.
+    #[track_caller]
+    fn fail(&mut self, key: Key) {
+        let (mut call, respond) = self.start(key);
+        assert_pending!(call.poll());
+        respond.send_error("boom");
+        let err = assert_ready_err!(call.poll());
+        assert_eq!(err.to_string(), "boom");
+    }
+
+    /// `n` calls for `key` that [`fail`](Self::fail).
+    #[track_caller]
+    fn fail_times(&mut self, key: Key, n: usize) {
+        for _ in 0..n {
+            self.fail(key);
+        }
+    }
+
+    /// One call for `key` that reaches the inner service, which answers it.
+    #[track_caller]
+    fn succeed(&mut self, key: Key) {
+        let (mut call, respond) = self.start(key);
+        respond.send_response("ok");
+        assert_eq!(assert_ready_ok!(call.poll()), "ok");
+    }
+
+    /// One call for `key` that is rejected at once without reaching the inner service; returns
+    /// its `retry_after`.
+    #[track_caller]
+    fn rejected(&mut self, key: Key) -> Duration {
+        assert_ready_ok!(self.svc.poll_ready());
+        let mut call = task::spawn(self.svc.call(key));
+        let err = assert_ready_err!(call.poll());
+        assert_pending!(
+            self.inner.poll_request(),
+            "a rejected call reached the inner service"
+        );
+        let open = err
+            .downcast_ref::<CircuitOpen<Key>>()
+            .unwrap_or_else(|| panic!("expected CircuitOpen, got {err}"));
+        assert_eq!(open.key, key);
+        open.retry_after
+    }
+
+    fn state(&self, key: Key) -> CircuitState {
+        self.breakers.state(&key)
+    }
 }
 
-/// One call for `key` that reaches the inner service, which answers it.
-fn succeed(svc: &mut Svc, handle: &mut Handle, key: Key) {
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call(key));
-    inner_got(handle, key).send_response("ok");
-    assert_eq!(assert_ready_ok!(fut.poll()), "ok");
+/// One call with `req` through `svc` (ready first), which must succeed; returns the response.
+async fn call_ok<S, R>(svc: &mut S, req: R) -> S::Response
+where
+    S: Service<R, Error = BoxError>,
+{
+    svc.ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .expect("call")
 }
 
-/// One call for `key` that is rejected at once without reaching the inner service; returns
-/// its `retry_after`.
-fn rejected(svc: &mut Svc, handle: &mut Handle, key: Key) -> Duration {
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call(key));
-    let err = assert_ready_err!(fut.poll());
-    assert_pending!(
-        handle.poll_request(),
-        "a rejected call reached the inner service"
-    );
-    let open = err
-        .downcast_ref::<CircuitOpen<Key>>()
-        .unwrap_or_else(|| panic!("expected CircuitOpen, got {err}"));
-    assert_eq!(open.key, key);
-    open.retry_after
+/// One call with `req` through `svc` (ready first), which must fail; returns the error.
+async fn call_err<S, R>(svc: &mut S, req: R) -> BoxError
+where
+    S: Service<R, Error = BoxError>,
+    S::Response: std::fmt::Debug,
+{
+    svc.ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .unwrap_err()
 }
 
 fn closed(failures: u32) -> CircuitState {
@@ -92,156 +164,136 @@ fn open(retry_after: Duration) -> CircuitState {
 
 #[tokio::test(start_paused = true)]
 async fn opens_after_exactly_threshold_consecutive_failures() {
-    let (mut svc, mut handle, breakers) = setup(3);
-    fail(&mut svc, &mut handle, "a");
-    fail(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), closed(2));
+    let mut t = setup(3);
+    t.fail_times("a", 2);
+    assert_eq!(t.state("a"), closed(2));
     // N-1 failures: still closed, calls still reach the inner service.
-    fail(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), open(OPEN));
-    assert_eq!(rejected(&mut svc, &mut handle, "a"), OPEN);
+    t.fail("a");
+    assert_eq!(t.state("a"), open(OPEN));
+    assert_eq!(t.rejected("a"), OPEN);
 }
 
 #[tokio::test(start_paused = true)]
 async fn success_resets_the_failure_count() {
-    let (mut svc, mut handle, breakers) = setup(3);
-    fail(&mut svc, &mut handle, "a");
-    fail(&mut svc, &mut handle, "a");
-    succeed(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), closed(0));
-    assert_eq!(breakers.len(), 0, "a healthy key is not stored");
-    fail(&mut svc, &mut handle, "a");
-    fail(&mut svc, &mut handle, "a");
+    let mut t = setup(3);
+    t.fail_times("a", 2);
+    t.succeed("a");
+    assert_eq!(t.state("a"), closed(0));
+    assert_eq!(t.breakers.len(), 0, "a healthy key is not stored");
+    t.fail_times("a", 2);
     // 4 failures in all, but only 2 consecutive: still closed.
-    assert_eq!(breakers.state(&"a"), closed(2));
-    succeed(&mut svc, &mut handle, "a");
+    assert_eq!(t.state("a"), closed(2));
+    t.succeed("a");
 }
 
 #[tokio::test(start_paused = true)]
 async fn threshold_zero_is_treated_as_one() {
-    let (mut svc, mut handle, breakers) = setup(0);
-    fail(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), open(OPEN));
-    rejected(&mut svc, &mut handle, "a");
+    let mut t = setup(0);
+    t.fail("a");
+    assert_eq!(t.state("a"), open(OPEN));
+    t.rejected("a");
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_exact_and_decreases_with_time() {
-    let (mut svc, mut handle, breakers) = setup(1);
-    fail(&mut svc, &mut handle, "a");
-    assert_eq!(rejected(&mut svc, &mut handle, "a"), OPEN);
+    let mut t = setup(1);
+    t.fail("a");
+    assert_eq!(t.rejected("a"), OPEN);
     advance(Duration::from_secs(10)).await;
-    assert_eq!(
-        rejected(&mut svc, &mut handle, "a"),
-        Duration::from_secs(50)
-    );
-    assert_eq!(breakers.state(&"a"), open(Duration::from_secs(50)));
+    assert_eq!(t.rejected("a"), Duration::from_secs(50));
+    assert_eq!(t.state("a"), open(Duration::from_secs(50)));
     advance(Duration::from_millis(49_999)).await;
-    assert_eq!(
-        rejected(&mut svc, &mut handle, "a"),
-        Duration::from_millis(1)
-    );
+    assert_eq!(t.rejected("a"), Duration::from_millis(1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn half_open_exactly_at_the_boundary() {
-    let (mut svc, mut handle, breakers) = setup(1);
-    fail(&mut svc, &mut handle, "a");
+    let mut t = setup(1);
+    t.fail("a");
     advance(OPEN - NS).await;
-    assert_eq!(breakers.state(&"a"), open(NS));
-    assert_eq!(rejected(&mut svc, &mut handle, "a"), NS);
+    assert_eq!(t.state("a"), open(NS));
+    assert_eq!(t.rejected("a"), NS);
     advance(NS).await;
-    assert_eq!(breakers.state(&"a"), CircuitState::HalfOpen);
+    assert_eq!(t.state("a"), CircuitState::HalfOpen);
     // The probe reaches the inner service.
-    succeed(&mut svc, &mut handle, "a");
+    t.succeed("a");
 }
 
 #[tokio::test(start_paused = true)]
 async fn only_one_probe_at_a_time() {
-    let (mut svc, mut handle, breakers) = setup(1);
-    fail(&mut svc, &mut handle, "a");
+    let mut t = setup(1);
+    t.fail("a");
     advance(OPEN).await;
-    assert_ready_ok!(svc.poll_ready());
-    let mut probe = task::spawn(svc.call("a"));
-    let respond = inner_got(&mut handle, "a");
+    let (mut probe, respond) = t.start("a");
     assert_pending!(probe.poll());
     for _ in 0..3 {
-        assert_eq!(rejected(&mut svc, &mut handle, "a"), Duration::ZERO);
+        assert_eq!(t.rejected("a"), Duration::ZERO);
     }
-    assert_eq!(breakers.state(&"a"), CircuitState::HalfOpen);
+    assert_eq!(t.state("a"), CircuitState::HalfOpen);
     respond.send_response("ok");
     assert_eq!(assert_ready_ok!(probe.poll()), "ok");
 }
 
 #[tokio::test(start_paused = true)]
 async fn probe_success_closes_the_circuit() {
-    let (mut svc, mut handle, breakers) = setup(2);
-    fail(&mut svc, &mut handle, "a");
-    fail(&mut svc, &mut handle, "a");
+    let mut t = setup(2);
+    t.fail_times("a", 2);
     advance(OPEN).await;
-    succeed(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), closed(0));
-    assert_eq!(breakers.len(), 0);
+    t.succeed("a");
+    assert_eq!(t.state("a"), closed(0));
+    assert_eq!(t.breakers.len(), 0);
     // Closed again: it takes the full threshold to re-open.
-    fail(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), closed(1));
-    succeed(&mut svc, &mut handle, "a");
+    t.fail("a");
+    assert_eq!(t.state("a"), closed(1));
+    t.succeed("a");
 }
 
 #[tokio::test(start_paused = true)]
 async fn probe_failure_reopens_for_a_full_period() {
-    let (mut svc, mut handle, breakers) = setup(2);
-    fail(&mut svc, &mut handle, "a");
-    fail(&mut svc, &mut handle, "a");
+    let mut t = setup(2);
+    t.fail_times("a", 2);
     advance(OPEN + Duration::from_secs(5)).await;
     // A single failing probe re-opens, whatever the threshold.
-    fail(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), open(OPEN));
-    assert_eq!(rejected(&mut svc, &mut handle, "a"), OPEN);
+    t.fail("a");
+    assert_eq!(t.state("a"), open(OPEN));
+    assert_eq!(t.rejected("a"), OPEN);
     advance(OPEN - NS).await;
-    assert_eq!(rejected(&mut svc, &mut handle, "a"), NS);
+    assert_eq!(t.rejected("a"), NS);
     advance(NS).await;
-    succeed(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), closed(0));
+    t.succeed("a");
+    assert_eq!(t.state("a"), closed(0));
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropped_probe_releases_the_probe_slot() {
-    let (mut svc, mut handle, breakers) = setup(1);
-    fail(&mut svc, &mut handle, "a");
+    let mut t = setup(1);
+    t.fail("a");
     advance(OPEN).await;
-    assert_ready_ok!(svc.poll_ready());
-    let probe = svc.call("a");
-    let _respond = inner_got(&mut handle, "a");
-    assert_eq!(rejected(&mut svc, &mut handle, "a"), Duration::ZERO);
+    let (probe, _respond) = t.start("a");
+    assert_eq!(t.rejected("a"), Duration::ZERO);
     drop(probe); // the caller gave up
-    assert_eq!(breakers.state(&"a"), CircuitState::HalfOpen);
+    assert_eq!(t.state("a"), CircuitState::HalfOpen);
     // The next call is the new probe, and its outcome counts.
-    fail(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), open(OPEN));
+    t.fail("a");
+    assert_eq!(t.state("a"), open(OPEN));
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropped_ordinary_call_counts_as_nothing() {
-    let (mut svc, mut handle, breakers) = setup(2);
-    fail(&mut svc, &mut handle, "a");
-    assert_ready_ok!(svc.poll_ready());
-    let call = svc.call("a");
-    let respond = inner_got(&mut handle, "a");
+    let mut t = setup(2);
+    t.fail("a");
+    let (call, respond) = t.start("a");
     drop(call);
     respond.send_error("too late");
-    assert_eq!(breakers.state(&"a"), closed(1));
+    assert_eq!(t.state("a"), closed(1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn outcomes_of_calls_admitted_before_opening_are_ignored() {
-    let (mut svc, mut handle, breakers) = setup(2);
+    let mut t = setup(2);
     let mut calls = Vec::new();
     for _ in 0..4 {
-        assert_ready_ok!(svc.poll_ready());
-        let fut = task::spawn(svc.call("a"));
-        let respond = inner_got(&mut handle, "a");
-        calls.push((fut, respond));
+        calls.push(t.start("a"));
     }
     let mut calls = calls.into_iter();
     for _ in 0..2 {
@@ -249,7 +301,7 @@ async fn outcomes_of_calls_admitted_before_opening_are_ignored() {
         respond.send_error("boom");
         assert_ready_err!(fut.poll());
     }
-    assert_eq!(breakers.state(&"a"), open(OPEN));
+    assert_eq!(t.state("a"), open(OPEN));
     // A late success does not close it, a late failure does not extend it.
     let (mut fut, respond) = calls.next().expect("4 calls");
     respond.send_response("late");
@@ -258,59 +310,55 @@ async fn outcomes_of_calls_admitted_before_opening_are_ignored() {
     let (mut fut, respond) = calls.next().expect("4 calls");
     respond.send_error("late");
     assert_ready_err!(fut.poll());
-    assert_eq!(breakers.state(&"a"), open(OPEN - Duration::from_secs(1)));
+    assert_eq!(t.state("a"), open(OPEN - Duration::from_secs(1)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn keys_are_independent() {
-    let (mut svc, mut handle, breakers) = setup(2);
-    fail(&mut svc, &mut handle, "a");
-    fail(&mut svc, &mut handle, "b");
-    fail(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), open(OPEN));
-    assert_eq!(breakers.state(&"b"), closed(1));
-    rejected(&mut svc, &mut handle, "a");
-    succeed(&mut svc, &mut handle, "c");
-    succeed(&mut svc, &mut handle, "b");
-    assert_eq!(breakers.state(&"b"), closed(0));
-    assert_eq!(breakers.state(&"a"), open(OPEN));
+    let mut t = setup(2);
+    t.fail("a");
+    t.fail("b");
+    t.fail("a");
+    assert_eq!(t.state("a"), open(OPEN));
+    assert_eq!(t.state("b"), closed(1));
+    t.rejected("a");
+    t.succeed("c");
+    t.succeed("b");
+    assert_eq!(t.state("b"), closed(0));
+    assert_eq!(t.state("a"), open(OPEN));
 }
 
 #[tokio::test(start_paused = true)]
 async fn reset_closes_a_key_and_ignores_its_stale_probe() {
-    let (mut svc, mut handle, breakers) = setup(1);
-    fail(&mut svc, &mut handle, "a");
-    assert!(breakers.reset(&"a"));
-    assert!(!breakers.reset(&"a"), "nothing left to reset");
-    assert_eq!(breakers.state(&"a"), closed(0));
-    succeed(&mut svc, &mut handle, "a");
+    let mut t = setup(1);
+    t.fail("a");
+    assert!(t.breakers.reset(&"a"));
+    assert!(!t.breakers.reset(&"a"), "nothing left to reset");
+    assert_eq!(t.state("a"), closed(0));
+    t.succeed("a");
 
     // Reset while a probe is in flight: the probe's late failure is ignored.
-    fail(&mut svc, &mut handle, "a");
+    t.fail("a");
     advance(OPEN).await;
-    assert_ready_ok!(svc.poll_ready());
-    let mut probe = task::spawn(svc.call("a"));
-    let respond = inner_got(&mut handle, "a");
-    breakers.reset(&"a");
-    fail(&mut svc, &mut handle, "a"); // re-opens (threshold 1)
+    let (mut probe, respond) = t.start("a");
+    t.breakers.reset(&"a");
+    t.fail("a"); // re-opens (threshold 1)
     advance(OPEN).await;
-    assert_ready_ok!(svc.poll_ready());
-    let mut probe2 = task::spawn(svc.call("a"));
-    let respond2 = inner_got(&mut handle, "a");
+    let (mut probe2, respond2) = t.start("a");
     respond.send_response("stale success");
     assert_ready_ok!(probe.poll());
     assert_eq!(
-        breakers.state(&"a"),
+        t.state("a"),
         CircuitState::HalfOpen,
         "a stale probe decides nothing"
     );
     respond2.send_error("boom");
     assert_ready_err!(probe2.poll());
-    assert_eq!(breakers.state(&"a"), open(OPEN));
+    assert_eq!(t.state("a"), open(OPEN));
 
-    fail(&mut svc, &mut handle, "b");
-    breakers.reset_all();
-    assert!(breakers.is_empty());
+    t.fail("b");
+    t.breakers.reset_all();
+    assert!(t.breakers.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -320,28 +368,38 @@ async fn idle_failure_counts_expire_exactly_at_the_timeout() {
         .failure_threshold(2)
         .idle_timeout(idle)
         .build();
-    let breakers = layer.handle();
-    let (mut svc, mut handle) = mock::spawn_layer(layer);
-    fail(&mut svc, &mut handle, "a");
+    let mut t = harness(layer);
+    t.fail("a");
     advance(idle - NS).await;
-    assert_eq!(breakers.state(&"a"), closed(1));
-    assert_eq!(breakers.len(), 1);
+    assert_eq!(t.state("a"), closed(1));
+    assert_eq!(t.breakers.len(), 1);
     advance(NS).await;
-    assert_eq!(breakers.state(&"a"), closed(0));
+    assert_eq!(t.state("a"), closed(0));
     // The expired failure does not add to a new one.
-    fail(&mut svc, &mut handle, "a");
-    assert_eq!(breakers.state(&"a"), closed(1));
+    t.fail("a");
+    assert_eq!(t.state("a"), closed(1));
     advance(idle).await;
-    assert_eq!(breakers.len(), 0, "idle entries are dropped");
+    assert_eq!(t.breakers.len(), 0, "idle entries are dropped");
 }
 
-/// A breaker keyed by `u32` whose inner service fails every call.
+/// A breaker keyed by `u32` (`threshold`, `max_keys`) whose inner service fails every call,
+/// and its handle.
 fn failing_u32(
-    layer: CircuitBreakerLayer<u32, fn(&u32) -> u32>,
-) -> impl Service<u32, Response = (), Error = BoxError> {
-    layer.layer(service_fn(|_: u32| async {
+    threshold: u32,
+    max_keys: usize,
+) -> (
+    impl Service<u32, Response = (), Error = BoxError>,
+    BreakerHandle<u32>,
+) {
+    let layer = CircuitBreakerLayer::builder(key_u32 as fn(&u32) -> u32)
+        .failure_threshold(threshold)
+        .max_keys(max_keys)
+        .build();
+    let breakers = layer.handle();
+    let svc = layer.layer(service_fn(|_: u32| async {
         Err::<(), BoxError>("down".into())
-    }))
+    }));
+    (svc, breakers)
 }
 
 fn key_u32(req: &u32) -> u32 {
@@ -350,23 +408,12 @@ fn key_u32(req: &u32) -> u32 {
 
 #[tokio::test(start_paused = true)]
 async fn eviction_bound_is_never_exceeded_and_open_keys_are_kept() {
-    let layer = CircuitBreakerLayer::builder(key_u32 as fn(&u32) -> u32)
-        .failure_threshold(3)
-        .max_keys(64)
-        .build();
-    let breakers = layer.handle();
-    let mut svc = failing_u32(layer);
+    let (mut svc, breakers) = failing_u32(3, 64);
     let opened: Vec<u32> = (0..1_000).step_by(50).collect();
     for key in 0..1_000u32 {
         let tries = if opened.contains(&key) { 3 } else { 1 };
         for _ in 0..tries {
-            let err = svc
-                .ready()
-                .await
-                .expect("ready")
-                .call(key)
-                .await
-                .unwrap_err();
+            let err = call_err(&mut svc, key).await;
             assert!(!err.is::<CircuitOpen<u32>>());
         }
         assert!(breakers.len() <= 64, "bound exceeded at key {key}");
@@ -380,35 +427,25 @@ async fn eviction_bound_is_never_exceeded_and_open_keys_are_kept() {
 
 #[tokio::test(start_paused = true)]
 async fn eviction_removes_least_recently_touched_closed_key_first() {
-    let layer = CircuitBreakerLayer::builder(key_u32 as fn(&u32) -> u32)
-        .failure_threshold(2)
-        .max_keys(4)
-        .build();
-    let breakers = layer.handle();
-    let mut svc = failing_u32(layer);
+    let (mut svc, breakers) = failing_u32(2, 4);
     let tick = Duration::from_secs(1);
     for key in [1, 2, 3] {
-        svc.ready()
-            .await
-            .expect("ready")
-            .call(key)
-            .await
-            .unwrap_err();
+        call_err(&mut svc, key).await;
         advance(tick).await;
     }
     // Touch 1 again (it becomes the most recent) and open 9.
-    svc.ready().await.expect("ready").call(1).await.unwrap_err();
-    svc.ready().await.expect("ready").call(1).await.unwrap_err();
+    call_err(&mut svc, 1).await;
+    call_err(&mut svc, 1).await;
     assert!(breakers.state(&1).is_open());
     breakers.reset(&1);
-    svc.ready().await.expect("ready").call(1).await.unwrap_err();
+    call_err(&mut svc, 1).await;
     advance(tick).await;
     for _ in 0..2 {
-        svc.ready().await.expect("ready").call(9).await.unwrap_err();
+        call_err(&mut svc, 9).await;
     }
     assert_eq!(breakers.len(), 4);
     // Full: a new key evicts 2, the least recently touched closed key (not the open 9).
-    svc.ready().await.expect("ready").call(5).await.unwrap_err();
+    call_err(&mut svc, 5).await;
     assert_eq!(breakers.len(), 4);
     assert_eq!(breakers.state(&2), closed(0));
     assert_eq!(breakers.state(&3), closed(1));
@@ -418,23 +455,13 @@ async fn eviction_removes_least_recently_touched_closed_key_first() {
 
 #[tokio::test(start_paused = true)]
 async fn when_every_key_is_open_the_soonest_to_end_is_evicted() {
-    let layer = CircuitBreakerLayer::builder(key_u32 as fn(&u32) -> u32)
-        .failure_threshold(1)
-        .max_keys(3)
-        .build();
-    let breakers = layer.handle();
-    let mut svc = failing_u32(layer);
+    let (mut svc, breakers) = failing_u32(1, 3);
     // 2 opens first, then 1, then 3: 2's open period ends soonest.
     for key in [2, 1, 3] {
-        svc.ready()
-            .await
-            .expect("ready")
-            .call(key)
-            .await
-            .unwrap_err();
+        call_err(&mut svc, key).await;
         advance(Duration::from_secs(1)).await;
     }
-    svc.ready().await.expect("ready").call(4).await.unwrap_err();
+    call_err(&mut svc, 4).await;
     assert_eq!(breakers.len(), 3);
     assert_eq!(breakers.state(&2), closed(0));
     for key in [1, 3, 4] {
@@ -455,42 +482,18 @@ async fn server_errors_are_failures_counts_5xx_and_returns_them() {
         Ok::<_, BoxError>(res)
     }));
     for _ in 0..5 {
-        let res = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(404)
-            .await
-            .expect("4xx");
+        let res = call_ok(&mut svc, 404).await;
         assert_eq!(res.status(), 404);
     }
     assert_eq!(breakers.state(&"peer"), closed(0), "4xx are not failures");
-    let res = svc
-        .ready()
-        .await
-        .expect("ready")
-        .call(503)
-        .await
-        .expect("5xx is returned");
+    let res = call_ok(&mut svc, 503).await;
     assert_eq!(res.status(), 503);
     assert_eq!(breakers.state(&"peer"), closed(1));
     // Errors count too.
-    let err = svc
-        .ready()
-        .await
-        .expect("ready")
-        .call(1000)
-        .await
-        .unwrap_err();
+    let err = call_err(&mut svc, 1000).await;
     assert!(!err.is::<CircuitOpen<&str>>());
     assert_eq!(breakers.state(&"peer"), open(OPEN));
-    let err = svc
-        .ready()
-        .await
-        .expect("ready")
-        .call(200)
-        .await
-        .unwrap_err();
+    let err = call_err(&mut svc, 200).await;
     assert!(err.is::<CircuitOpen<&str>>());
 }
 
@@ -500,37 +503,34 @@ async fn closure_classifier_decides_what_counts() {
         .classifier(|res: Result<&&'static str, &BoxError>| matches!(res, Ok(r) if *r == "bad"))
         .failure_threshold(2)
         .build();
-    let breakers = layer.handle();
-    let (mut svc, mut handle) = mock::spawn_layer::<Key, Key, _>(layer);
+    let mut t = harness(layer);
     // Errors are not failures for this classifier.
     for _ in 0..3 {
-        assert_ready_ok!(svc.poll_ready());
-        let mut fut = task::spawn(svc.call("a"));
-        inner_got(&mut handle, "a").send_error("boom");
+        let (mut fut, respond) = t.start("a");
+        respond.send_error("boom");
         assert_ready_err!(fut.poll());
     }
-    assert_eq!(breakers.state(&"a"), closed(0));
+    assert_eq!(t.state("a"), closed(0));
     for _ in 0..2 {
-        assert_ready_ok!(svc.poll_ready());
-        let mut fut = task::spawn(svc.call("a"));
-        inner_got(&mut handle, "a").send_response("bad");
+        let (mut fut, respond) = t.start("a");
+        respond.send_response("bad");
         assert_eq!(assert_ready_ok!(fut.poll()), "bad", "returned unchanged");
     }
-    assert_eq!(breakers.state(&"a"), open(OPEN));
+    assert_eq!(t.state("a"), open(OPEN));
 }
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_passes_through() {
-    let (mut svc, mut handle, _breakers) = setup(1);
-    handle.allow(0);
-    assert_pending!(svc.poll_ready());
-    handle.allow(1);
-    assert!(svc.is_woken());
-    assert_ready_ok!(svc.poll_ready());
+    let mut t = setup(1);
+    t.inner.allow(0);
+    assert_pending!(t.svc.poll_ready());
+    t.inner.allow(1);
+    assert!(t.svc.is_woken());
+    assert_ready_ok!(t.svc.poll_ready());
     // Inner readiness errors are passed through too.
-    let (mut svc, mut handle, _breakers) = setup(1);
-    handle.send_error("not ready");
-    let err = assert_ready_err!(svc.poll_ready());
+    let mut t = setup(1);
+    t.inner.send_error("not ready");
+    let err = assert_ready_err!(t.svc.poll_ready());
     assert_eq!(err.to_string(), "not ready");
 }
 
@@ -539,13 +539,13 @@ async fn clones_of_layer_and_services_share_one_state() {
     let layer = CircuitBreakerLayer::builder(RequestAsKey)
         .failure_threshold(1)
         .build();
-    let (mut svc1, mut handle1) = mock::spawn_layer::<Key, Key, _>(layer.clone());
-    let (mut svc2, mut handle2) = mock::spawn_layer::<Key, Key, _>(layer.clone());
-    fail(&mut svc1, &mut handle1, "a");
-    rejected(&mut svc2, &mut handle2, "a");
+    let mut t1 = harness(layer.clone());
+    let mut t2 = harness(layer.clone());
+    t1.fail("a");
+    t2.rejected("a");
     assert!(layer.handle().state(&"a").is_open());
-    assert!(svc2.get_ref().handle().state(&"a").is_open());
-    let cloned = svc1.get_ref().clone();
+    assert!(t2.svc.get_ref().handle().state(&"a").is_open());
+    let cloned = t1.svc.get_ref().clone();
     assert!(cloned.handle().state(&"a").is_open());
 }
 
@@ -561,9 +561,9 @@ async fn service_new_uses_defaults() {
         key_u32,
     );
     for _ in 0..3 {
-        svc.ready().await.expect("ready").call(7).await.unwrap_err();
+        call_err(&mut svc, 7).await;
     }
-    let err = svc.ready().await.expect("ready").call(7).await.unwrap_err();
+    let err = call_err(&mut svc, 7).await;
     let open = err
         .downcast_ref::<CircuitOpen<u32>>()
         .expect("open after 3");
@@ -575,22 +575,21 @@ async fn service_new_uses_defaults() {
 
 #[tokio::test(start_paused = true)]
 async fn handle_snapshot_and_health_report() {
-    let (mut svc, mut handle, breakers) = setup(2);
-    let report = breakers.check().await;
+    let mut t = setup(2);
+    let report = t.breakers.check().await;
     assert_eq!(report.status, HealthStatus::Ok);
     assert_eq!(report.details["open"], 0);
 
-    fail(&mut svc, &mut handle, "a");
-    fail(&mut svc, &mut handle, "a");
-    fail(&mut svc, &mut handle, "b");
+    t.fail_times("a", 2);
+    t.fail("b");
     advance(Duration::from_secs(1)).await;
-    let mut snapshot = breakers.snapshot();
+    let mut snapshot = t.breakers.snapshot();
     snapshot.sort_by_key(|(k, _)| *k);
     assert_eq!(
         snapshot,
         vec![("a", open(OPEN - Duration::from_secs(1))), ("b", closed(1))]
     );
-    let report = breakers.check().await;
+    let report = t.breakers.check().await;
     assert_eq!(report.status, HealthStatus::Degraded);
     assert_eq!(report.details["open"], 1);
     assert_eq!(report.details["tracked"], 2);
@@ -598,25 +597,16 @@ async fn handle_snapshot_and_health_report() {
 
     // Half-open still counts as not healthy; never `down`.
     advance(OPEN).await;
-    assert_eq!(breakers.check().await.status, HealthStatus::Degraded);
-    breakers.reset(&"a");
-    assert_eq!(breakers.check().await.status, HealthStatus::Ok);
+    assert_eq!(t.breakers.check().await.status, HealthStatus::Degraded);
+    t.breakers.reset(&"a");
+    assert_eq!(t.breakers.check().await.status, HealthStatus::Ok);
 }
 
 #[tokio::test(start_paused = true)]
 async fn health_lists_at_most_16_open_keys() {
-    let layer = CircuitBreakerLayer::builder(key_u32 as fn(&u32) -> u32)
-        .failure_threshold(1)
-        .build();
-    let breakers = layer.handle();
-    let mut svc = failing_u32(layer);
+    let (mut svc, breakers) = failing_u32(1, 10_000);
     for key in 0..40 {
-        svc.ready()
-            .await
-            .expect("ready")
-            .call(key)
-            .await
-            .unwrap_err();
+        call_err(&mut svc, key).await;
     }
     let report = breakers.report();
     assert_eq!(report.status, HealthStatus::Degraded);
