@@ -1,5 +1,7 @@
 //! The DMSG client on an in-process network: discovery + servers + clients on loopback.
 
+mod common;
+use common::{T, echo, eventually};
 use std::time::Duration;
 
 use skytower_transports::dmsg::client::{ClientConfig, ClientDialError};
@@ -7,30 +9,6 @@ use skytower_transports::dmsg::disc::Discovery;
 use skytower_transports::dmsg::wire::{Addr, Code};
 use skytower_transports::testing::{TestNetwork, test_client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const T: Duration = Duration::from_secs(20);
-
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !f() {
-        assert!(start.elapsed() < T, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Spawns an echo service on `port`.
-fn echo(client: &skytower_transports::dmsg::Client, port: u16) -> tokio::task::JoinHandle<()> {
-    let mut l = client.listen(port).unwrap();
-    tokio::spawn(async move {
-        while let Some(mut s) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = tokio::io::split(&mut s);
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    })
-}
 
 async fn round_trip(client: &skytower_transports::dmsg::Client, dst: Addr, msg: &[u8]) {
     let mut s = tokio::time::timeout(T, client.dial(dst))
@@ -62,7 +40,7 @@ async fn dial_through_an_existing_session_and_through_a_new_one() {
     let a = net.client_with(config(1)).await;
     assert_eq!(b.sessions().len(), 2);
     assert_eq!(a.sessions().len(), 1);
-    let _echo = echo(&b, 7);
+    let _echo = echo(b.listen(7).unwrap());
     net.wait_published(&b).await;
     round_trip(&a, Addr::new(b.public_key(), 7), b"phase one").await;
     // A dial-only client with no session at all: the dial opens one (phase 2).
@@ -116,7 +94,7 @@ async fn ping_sessions_measures_every_session_now() {
 async fn first_server_down_dial_goes_through_the_second() {
     let mut net = TestNetwork::start(2).await;
     let b = net.client_with(config(0)).await;
-    let _echo = echo(&b, 9);
+    let _echo = echo(b.listen(9).unwrap());
     net.wait_published(&b).await;
     let a = net.client_with(config(0)).await;
     net.stop_server(0).await;
@@ -194,7 +172,7 @@ async fn refusals_by_the_destination_do_not_mark_the_path_bad() {
     }
     assert_eq!(err.destination_refusal(), Some(Code::NoListener));
     assert!(a.negative_cache().is_empty());
-    let _echo = echo(&b, 5);
+    let _echo = echo(b.listen(5).unwrap());
     round_trip(&a, dst, b"now it listens").await;
 }
 
@@ -202,7 +180,7 @@ async fn refusals_by_the_destination_do_not_mark_the_path_bad() {
 async fn server_restart_clients_reconnect_and_dials_work_again() {
     let mut net = TestNetwork::start(1).await;
     let b = net.client_with(config(1)).await;
-    let _echo = echo(&b, 3);
+    let _echo = echo(b.listen(3).unwrap());
     net.wait_published(&b).await;
     let a = net.client_with(config(1)).await;
     round_trip(&a, Addr::new(b.public_key(), 3), b"before").await;
@@ -272,7 +250,7 @@ async fn close_removes_the_client_entry() {
 async fn discovery_down_existing_sessions_work_and_cached_entries_are_used() {
     let net = TestNetwork::start(1).await;
     let b = net.client_with(config(1)).await;
-    let _echo = echo(&b, 4);
+    let _echo = echo(b.listen(4).unwrap());
     net.wait_published(&b).await;
     let a = net.client_with(config(1)).await;
     round_trip(&a, Addr::new(b.public_key(), 4), b"cache it").await;

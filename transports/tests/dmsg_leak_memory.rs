@@ -4,6 +4,8 @@
 //! and a counting global allocator attributes heap bytes to that thread, so the clients' memory
 //! does not blur the figure.
 
+mod common;
+use common::eventually_within;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,17 +58,6 @@ fn spawn_server() -> (
     (addr, pk, stats, stop_tx, thread)
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// `rounds` × (one echoed stream + one refused dial) from `workers` concurrent tasks.
 async fn traffic(
     sa: &Arc<skytower_transports::dmsg::session::ClientSession>,
@@ -109,7 +100,10 @@ async fn server_memory_returns_within_ten_percent_after_ten_thousand_streams() {
     );
     let sa = Arc::new(a.connect(addr, server_pk).await.unwrap());
     let _sb = b.connect(addr, server_pk).await.unwrap();
-    eventually("both sessions registered", || stats.sessions() == 2).await;
+    eventually_within(Duration::from_secs(60), "both sessions registered", || {
+        stats.sessions() == 2
+    })
+    .await;
     let mut listener = b.listen(4).unwrap();
     let _echo = tokio::spawn(async move {
         while let Some(mut s) = listener.accept().await {
@@ -126,11 +120,17 @@ async fn server_memory_returns_within_ten_percent_after_ten_thousand_streams() {
     // Warm up (buffers, pools, maps reach their working size), then take the baseline.
     traffic(&sa, ok, refused, 200).await;
     let quiet = |stats: &ServerStats| stats.bridges() == 0 && stats.tasks() == 3;
-    eventually("quiet after warm-up", || quiet(&stats)).await;
+    eventually_within(Duration::from_secs(60), "quiet after warm-up", || {
+        quiet(&stats)
+    })
+    .await;
     let baseline = alloc::heap();
 
     traffic(&sa, ok, refused, 10_000).await;
-    eventually("quiet after the load", || quiet(&stats)).await;
+    eventually_within(Duration::from_secs(60), "quiet after the load", || {
+        quiet(&stats)
+    })
+    .await;
     assert_eq!(stats.relayed_total(), 10_200);
     assert!(stats.refused_total() >= 10_200);
     let after = alloc::heap();
@@ -141,7 +141,10 @@ async fn server_memory_returns_within_ten_percent_after_ten_thousand_streams() {
         "server heap grew from {baseline} to {after} bytes ({growth:+}): more than 10 %"
     );
 
-    eventually("client streams closed", || sa.stats().open_streams() == 0).await;
+    eventually_within(Duration::from_secs(60), "client streams closed", || {
+        sa.stats().open_streams() == 0
+    })
+    .await;
     assert_eq!(a.ports().ephemeral_in_use(), 0);
 
     let _ = stop.send(());

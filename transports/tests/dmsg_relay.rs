@@ -1,6 +1,8 @@
 //! DMSG core, end to end on loopback: a relay server and clients in one process. (The 10 000
 //! stream leak test, counters and heap, is `dmsg_leak_memory.rs`.)
 
+mod common;
+use common::{T, echo, eventually};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -14,8 +16,6 @@ use skytower_transports::dmsg::wire::{self, Addr, Code, SignedResponse, StreamRe
 use skytower_transports::identity::SecretKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const T: Duration = Duration::from_secs(20);
 
 async fn server(config: ServerConfig) -> Server {
     Server::bind(
@@ -64,29 +64,6 @@ async fn full_listener_backlog_is_refused_with_over_limit() {
         matches!(err, DialError::Refused { code: Code::OverLimit, by } if by == b.public_key()),
         "{err:?}"
     );
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !f() {
-        assert!(start.elapsed() < T, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Spawns an echo service on `port` of `ep`; returns its task.
-fn echo(ep: &Endpoint, port: u16) -> tokio::task::JoinHandle<()> {
-    let mut l = ep.listen(port).unwrap();
-    tokio::spawn(async move {
-        while let Some(mut s) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = tokio::io::split(&mut s);
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    })
 }
 
 #[tokio::test]
@@ -143,7 +120,7 @@ async fn streams_work_with_either_cipher_on_either_side() {
         };
         let (a, b) = (with(ca), with(cb));
         let (sa, _sb) = (session(&a, &srv).await, session(&b, &srv).await);
-        let _echo = echo(&b, 1);
+        let _echo = echo(b.listen(1).unwrap());
         let mut s = sa.dial(Addr::new(b.public_key(), 1)).await.unwrap();
         let data = vec![0x5a_u8; 300_000];
         s.write_all(&data).await.unwrap();
@@ -167,7 +144,7 @@ async fn hundred_concurrent_streams() {
         Endpoint::new(SecretKey::generate().unwrap(), b_config),
     );
     let (sa, _sb) = (session(&a, &srv).await, session(&b, &srv).await);
-    let _echo = echo(&b, 9);
+    let _echo = echo(b.listen(9).unwrap());
     let sa = std::sync::Arc::new(sa);
     let mut tasks = Vec::new();
     for i in 0..100u32 {
@@ -208,7 +185,7 @@ async fn refusals_are_typed_and_signed_by_who_refuses() {
         "{err:?}"
     );
     // The session still works afterwards.
-    let _echo = echo(&b, 5);
+    let _echo = echo(b.listen(5).unwrap());
     let mut s = sa.dial(Addr::new(b.public_key(), 5)).await.unwrap();
     s.write_all(b"still fine").await.unwrap();
     s.shutdown().await.unwrap();
@@ -249,7 +226,7 @@ async fn server_restart_fails_open_streams_without_hanging() {
     let addr = srv.local_addr();
     let (a, b) = (endpoint(), endpoint());
     let (sa, mut sb) = (session(&a, &srv).await, session(&b, &srv).await);
-    let _echo = echo(&b, 3);
+    let _echo = echo(b.listen(3).unwrap());
     let mut s = sa.dial(Addr::new(b.public_key(), 3)).await.unwrap();
     s.write_all(b"x").await.unwrap();
     s.flush().await.unwrap();
@@ -323,7 +300,7 @@ async fn newest_session_from_the_same_key_wins() {
     tokio::time::timeout(T, old.closed()).await.unwrap();
     eventually("one session for the key", || srv.stats().sessions() == 1).await;
     let _sb = session(&b, &srv).await;
-    let _echo = echo(&b, 1);
+    let _echo = echo(b.listen(1).unwrap());
     let mut s = new.dial(Addr::new(b.public_key(), 1)).await.unwrap();
     s.write_all(b"ok").await.unwrap();
     s.shutdown().await.unwrap();
@@ -357,7 +334,7 @@ async fn malicious_requests_are_refused_and_others_keep_working() {
     let (b, c) = (endpoint(), endpoint());
     let sb = session(&b, &srv).await;
     let sc = session(&c, &srv).await;
-    let _echo = echo(&b, 2);
+    let _echo = echo(b.listen(2).unwrap());
     let evil = SecretKey::generate().unwrap();
     let mux = raw_session(&evil, &srv).await;
     let dst = Addr::new(b.public_key(), 2);
