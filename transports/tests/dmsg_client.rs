@@ -1,7 +1,7 @@
 //! The DMSG client on an in-process network: discovery + servers + clients on loopback.
 
 mod common;
-use common::{T, echo, eventually};
+use common::{T, echo, eventually, send_and_read_back};
 use std::time::Duration;
 
 use skytower_transports::dmsg::client::{ClientConfig, ClientDialError};
@@ -15,13 +15,7 @@ async fn round_trip(client: &skytower_transports::dmsg::Client, dst: Addr, msg: 
         .await
         .unwrap()
         .unwrap();
-    s.write_all(msg).await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
+    let back = send_and_read_back(&mut s, msg).await;
     assert_eq!(back, msg);
 }
 

@@ -2,7 +2,7 @@
 //! stream leak test, counters and heap, is `dmsg_leak_memory.rs`.)
 
 mod common;
-use common::{T, echo, eventually};
+use common::{T, echo, eventually, send_and_read_back};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -88,13 +88,7 @@ async fn large_transfer_both_ways_with_checksum() {
     let mut s = sa.dial(Addr::new(b.public_key(), 7)).await.unwrap();
     assert_eq!(s.remote_addr(), Addr::new(b.public_key(), 7));
     assert!(s.local_addr().port >= wire::EPHEMERAL_PORTS_START);
-    s.write_all(&data).await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    tokio::time::timeout(T, s.read_to_end(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
+    let back = send_and_read_back(&mut s, &data).await;
     assert_eq!(receiver.await.unwrap(), digest);
     let expected: Vec<u8> = data.iter().rev().copied().collect();
     assert_eq!(Sha256::digest(&back), Sha256::digest(&expected));
@@ -123,10 +117,7 @@ async fn streams_work_with_either_cipher_on_either_side() {
         let _echo = echo(b.listen(1).unwrap());
         let mut s = sa.dial(Addr::new(b.public_key(), 1)).await.unwrap();
         let data = vec![0x5a_u8; 300_000];
-        s.write_all(&data).await.unwrap();
-        s.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        s.read_to_end(&mut back).await.unwrap();
+        let back = send_and_read_back(&mut s, &data).await;
         assert!(back == data, "{ca:?} -> {cb:?}");
     }
 }
@@ -153,10 +144,7 @@ async fn hundred_concurrent_streams() {
         tasks.push(tokio::spawn(async move {
             let mut s = sa.dial(dst).await.unwrap();
             let msg: Vec<u8> = (0..50_000u32).map(|j| (i * 31 + j) as u8).collect();
-            s.write_all(&msg).await.unwrap();
-            s.shutdown().await.unwrap();
-            let mut back = Vec::new();
-            s.read_to_end(&mut back).await.unwrap();
+            let back = send_and_read_back(&mut s, &msg).await;
             assert!(back == msg, "stream {i} corrupted");
         }));
     }
@@ -187,10 +175,7 @@ async fn refusals_are_typed_and_signed_by_who_refuses() {
     // The session still works afterwards.
     let _echo = echo(b.listen(5).unwrap());
     let mut s = sa.dial(Addr::new(b.public_key(), 5)).await.unwrap();
-    s.write_all(b"still fine").await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).await.unwrap();
+    let back = send_and_read_back(&mut s, b"still fine").await;
     assert_eq!(back, b"still fine");
     assert!(srv.stats().refused_total() >= 2);
 }
@@ -302,10 +287,7 @@ async fn newest_session_from_the_same_key_wins() {
     let _sb = session(&b, &srv).await;
     let _echo = echo(b.listen(1).unwrap());
     let mut s = new.dial(Addr::new(b.public_key(), 1)).await.unwrap();
-    s.write_all(b"ok").await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).await.unwrap();
+    let back = send_and_read_back(&mut s, b"ok").await;
     assert_eq!(back, b"ok");
 }
 
@@ -383,10 +365,7 @@ async fn malicious_requests_are_refused_and_others_keep_working() {
     assert_eq!(r.response().code, Code::Malformed);
     // Everyone else is unaffected: C dials B fine, sessions alive.
     let mut s = sc.dial(dst).await.unwrap();
-    s.write_all(b"unaffected").await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).await.unwrap();
+    let back = send_and_read_back(&mut s, b"unaffected").await;
     assert_eq!(back, b"unaffected");
     assert!(!sb.is_closed() && !sc.is_closed());
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use skytower_transports::dmsg::ports::Listener;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The bound on every wait in these tests.
 pub const T: Duration = Duration::from_secs(20);
@@ -36,4 +36,20 @@ pub fn echo(mut listener: Listener) -> tokio::task::JoinHandle<()> {
             });
         }
     })
+}
+
+/// Writes `msg` on `s`, shuts its write side and reads until EOF (within [`T`]): what the peer
+/// sent back.
+pub async fn send_and_read_back<S>(s: &mut S, msg: &[u8]) -> Vec<u8>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    s.write_all(msg).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    back
 }
