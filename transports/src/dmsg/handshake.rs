@@ -335,51 +335,63 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::duplex;
+    use tokio::io::{DuplexStream, duplex};
+
+    type Connected = Result<(NoiseStream<DuplexStream>, SessionParams), HandshakeError>;
+    type Accepted = Result<(NoiseStream<DuplexStream>, PublicKey), HandshakeError>;
 
     fn accept_all() -> Admission {
         Admission::Accept { max_streams: 7 }
     }
 
-    #[tokio::test]
-    async fn handshake_authenticates_both_sides_and_carries_data() {
+    /// A fresh client key connects with `cipher` to a fresh server key that admits with
+    /// `admit`, over an in-memory duplex: both sides' results and the client's public key.
+    async fn handshake(
+        cipher: Cipher,
+        admit: impl FnOnce() -> Admission,
+    ) -> (Connected, Accepted, PublicKey) {
         let server = SecretKey::generate().unwrap();
         let client = SecretKey::generate().unwrap();
         let server_pk = server.public_key();
         let (a, b) = duplex(1 << 16);
         let (c, s) = tokio::join!(
-            connect(a, &client, &server_pk),
-            accept(b, &server, accept_all)
+            connect_with(a, &client, &server_pk, cipher),
+            accept(b, &server, admit)
         );
+        (c, s, client.public_key())
+    }
+
+    /// Writes `msg` on the client side `c` and reads as many bytes on the server side `s`.
+    async fn carried(
+        c: &mut NoiseStream<DuplexStream>,
+        s: &mut NoiseStream<DuplexStream>,
+        msg: &[u8],
+    ) -> Vec<u8> {
+        c.write_all(msg).await.unwrap();
+        c.flush().await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn handshake_authenticates_both_sides_and_carries_data() {
+        let (c, s, client_pk) = handshake(Cipher::Auto, accept_all).await;
         let (mut c, params) = c.unwrap();
         let (mut s, pk) = s.unwrap();
         assert_eq!(params.max_streams, 7);
-        assert_eq!(pk, client.public_key());
-        c.write_all(b"over noise").await.unwrap();
-        c.flush().await.unwrap();
-        let mut buf = [0u8; 10];
-        s.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"over noise");
+        assert_eq!(pk, client_pk);
+        assert_eq!(carried(&mut c, &mut s, b"over noise").await, b"over noise");
     }
 
     #[tokio::test]
     async fn both_ciphers_work_and_unknown_flags_are_refused() {
         for cipher in [Cipher::ChaChaPoly, Cipher::AesGcm] {
-            let server = SecretKey::generate().unwrap();
-            let client = SecretKey::generate().unwrap();
-            let server_pk = server.public_key();
-            let (a, b) = duplex(1 << 16);
-            let (c, s) = tokio::join!(
-                connect_with(a, &client, &server_pk, cipher),
-                accept(b, &server, accept_all)
-            );
+            let (c, s, _) = handshake(cipher, accept_all).await;
             let (mut c, _) = c.unwrap();
             let (mut s, _) = s.unwrap();
-            c.write_all(b"cipher ok").await.unwrap();
-            c.flush().await.unwrap();
-            let mut buf = [0u8; 9];
-            s.read_exact(&mut buf).await.unwrap();
-            assert_eq!(&buf, b"cipher ok", "{cipher:?}");
+            let got = carried(&mut c, &mut s, b"cipher ok").await;
+            assert_eq!(got, b"cipher ok", "{cipher:?}");
         }
         let server = SecretKey::generate().unwrap();
         let (mut a, b) = duplex(1 << 16);
@@ -411,14 +423,8 @@ mod tests {
 
     #[tokio::test]
     async fn refusal_is_typed_on_both_sides() {
-        let server = SecretKey::generate().unwrap();
-        let client = SecretKey::generate().unwrap();
-        let server_pk = server.public_key();
-        let (a, b) = duplex(1 << 16);
-        let (c, s) = tokio::join!(
-            connect(a, &client, &server_pk),
-            accept(b, &server, || Admission::Refuse(RefuseReason::MaxSessions))
-        );
+        let refuse = || Admission::Refuse(RefuseReason::MaxSessions);
+        let (c, s, _) = handshake(Cipher::Auto, refuse).await;
         assert!(matches!(
             c,
             Err(HandshakeError::Refused(RefuseReason::MaxSessions))
