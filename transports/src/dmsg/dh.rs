@@ -358,31 +358,37 @@ mod tests {
         }
     }
 
+    /// `me`'s side of KK with `remote` as the peer's static key, through `resolver` (snow's
+    /// own when `None`).
+    fn kk_side(
+        resolver: Option<BoxedCryptoResolver>,
+        me: &Keys,
+        remote: &[u8; 32],
+        initiator: bool,
+    ) -> snow::HandshakeState {
+        let params: snow::params::NoiseParams = KK.parse().unwrap();
+        let builder = match resolver {
+            Some(r) => snow::Builder::with_resolver(params, r),
+            None => snow::Builder::new(params),
+        }
+        .local_private_key(&me.private)
+        .unwrap()
+        .remote_public_key(remote)
+        .unwrap();
+        if initiator {
+            builder.build_initiator()
+        } else {
+            builder.build_responder()
+        }
+        .unwrap()
+    }
+
     /// Runs KK between `a` (initiator) and `b`, each side with either resolver; returns both
     /// handshake hashes and a transport message from a to b decrypted by b.
     fn kk(a: &Keys, b: &Keys, fast_a: bool, fast_b: bool) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        let params: snow::params::NoiseParams = KK.parse().unwrap();
-        let builder = |fast: bool, remote: [u8; 32]| {
-            if fast {
-                snow::Builder::with_resolver(params.clone(), resolver(None, Some(remote)))
-            } else {
-                snow::Builder::new(params.clone())
-            }
-        };
-        let mut i = builder(fast_a, b.public)
-            .local_private_key(&a.private)
-            .unwrap()
-            .remote_public_key(&b.public)
-            .unwrap()
-            .build_initiator()
-            .unwrap();
-        let mut r = builder(fast_b, a.public)
-            .local_private_key(&b.private)
-            .unwrap()
-            .remote_public_key(&a.public)
-            .unwrap()
-            .build_responder()
-            .unwrap();
+        let fast = |yes: bool, peer: &Keys| yes.then(|| resolver(None, Some(peer.public)));
+        let mut i = kk_side(fast(fast_a, b), a, &b.public, true);
+        let mut r = kk_side(fast(fast_b, a), b, &a.public, false);
         let (mut msg, mut payload) = ([0u8; 256], [0u8; 256]);
         let n = i.write_message(b"one", &mut msg).unwrap();
         r.read_message(&msg[..n], &mut payload).unwrap();
@@ -587,23 +593,10 @@ mod tests {
         // (and fails) rather than reusing the pair's secret.
         let (a, b, c) = (keypair(), keypair(), keypair());
         let _ = kk(&a, &b, true, true);
-        let params: snow::params::NoiseParams = KK.parse().unwrap();
         // a believes it talks to b, but c answers with its own static key.
-        let mut i =
-            snow::Builder::with_resolver(params.clone(), resolver(Some(a.public), Some(b.public)))
-                .local_private_key(&a.private)
-                .unwrap()
-                .remote_public_key(&b.public)
-                .unwrap()
-                .build_initiator()
-                .unwrap();
-        let mut r = snow::Builder::with_resolver(params, resolver(None, Some(a.public)))
-            .local_private_key(&c.private)
-            .unwrap()
-            .remote_public_key(&a.public)
-            .unwrap()
-            .build_responder()
-            .unwrap();
+        let a_memo = resolver(Some(a.public), Some(b.public));
+        let mut i = kk_side(Some(a_memo), &a, &b.public, true);
+        let mut r = kk_side(Some(resolver(None, Some(a.public))), &c, &a.public, false);
         let (mut msg, mut payload) = ([0u8; 256], [0u8; 256]);
         let n = i.write_message(&[], &mut msg).unwrap();
         assert!(r.read_message(&msg[..n], &mut payload).is_err());
