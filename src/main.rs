@@ -195,3 +195,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn every_multicall_name_is_a_subcommand() {
+        let cli = Cli::command();
+        for name in MULTICALL {
+            assert!(cli.find_subcommand(name).is_some(), "{name}");
+        }
+    }
+}
