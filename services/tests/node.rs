@@ -139,6 +139,11 @@ async fn sessions_connect_all_and_info_through_the_control_socket() {
 async fn fetch_through_the_node_and_its_refusals() {
     let net = TestNetwork::start(1).await;
     let (service, addr) = dmsg_service(&net).await;
+    // Dial only once the service is reachable: its entry published and its server holding its
+    // session. Dialing earlier fails on the path ("not connected to this server"), which the
+    // node's negative cache then remembers for seconds: retrying through it cannot succeed
+    // sooner, which made this test flaky under load.
+    net.wait_published(service.dmsg_client().unwrap()).await;
     let (service_stop, service_stopped) = oneshot::channel::<()>();
     let service_task = tokio::spawn(service.run_until(async {
         let _ = service_stopped.await;
@@ -149,7 +154,11 @@ async fn fetch_through_the_node_and_its_refusals() {
     let (stop, task) = spawn_node(node);
     let control = ControlClient::new(&socket);
 
-    // The service answers over DMSG once its entry is published.
+    // Dial only once the service is reachable (above) and the node's own session is up.
+    eventually("the node's session", || async {
+        control.sessions(false).await.is_ok_and(|s| !s.is_empty())
+    })
+    .await;
     let spec = FetchSpec::get(&format!("dmsg://{addr}/hello")).unwrap();
     let start = std::time::Instant::now();
     let fetched = loop {
