@@ -33,6 +33,8 @@ struct Running {
     bindings: Bindings,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), skytower_services::address_resolver::RunError>>,
+    /// The DMSG client of the DMSG side (modes dmsg and dual).
+    dmsg: Option<std::sync::Weak<skytower_transports::dmsg::Client>>,
 }
 
 impl Running {
@@ -45,6 +47,7 @@ impl Running {
         let url = format!("http://{}", resolver.http_addr().unwrap());
         let udp = resolver.udp_addr();
         let bindings = resolver.bindings().clone();
+        let dmsg = resolver.svc().dmsg_client_weak();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(resolver.serve(async {
             let _ = stopped.await;
@@ -55,6 +58,7 @@ impl Running {
             bindings,
             stop: Some(stop),
             task,
+            dmsg,
         }
     }
 
@@ -516,6 +520,10 @@ async fn dual(allow_loopback: bool) -> (TestNetwork, Running, PublicKey) {
         },
     )
     .await;
+    // Dial the DMSG side only once it is published and held by its server: an earlier dial
+    // fails on the path, and the caller's negative cache would keep refusing it for seconds.
+    let client = ar.dmsg.as_ref().and_then(std::sync::Weak::upgrade).unwrap();
+    net.wait_published(&client).await;
     (net, ar, ar_pk)
 }
 

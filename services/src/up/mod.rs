@@ -331,14 +331,20 @@ impl ComponentCtx {
     {
         let serving = run(self.shutdown.clone().cancelled_owned());
         let task = tokio::spawn(async move { serving.await.map_err(|e| e.to_string()) });
+        let probe = match http {
+            Some(addr) => http_probe(addr),
+            None => probe::fixed(Health::ok("running")),
+        };
+        // Ready for DMSG callers only once its entry is in discovery.
+        let probe = match (dmsg, self.discovery()) {
+            (Some(addr), Ok(discovery)) => probe::published(probe, discovery, addr.pk),
+            _ => probe,
+        };
         Started {
             http,
             dmsg,
             public_key: dmsg.map(|a| a.pk),
-            probe: match http {
-                Some(addr) => http_probe(addr),
-                None => probe::fixed(Health::ok("running")),
-            },
+            probe,
             task,
         }
     }
@@ -441,11 +447,20 @@ fn start_discovery(mut ctx: ComponentCtx) -> StartFuture {
                 .await
                 .map_err(|e| e.to_string())
         });
+        // Its DMSG side publishes to itself.
+        let probe = match dmsg {
+            Some(addr) => {
+                let own =
+                    HttpDiscovery::new(&format!("http://{http}")).map_err(|e| ctx.error(e))?;
+                probe::published(http_probe(http), Arc::new(own), addr.pk)
+            }
+            None => http_probe(http),
+        };
         Ok(Started {
             http: Some(http),
             dmsg,
             public_key: dmsg.map(|a| a.pk),
-            probe: http_probe(http),
+            probe,
             task,
         })
     })

@@ -169,6 +169,37 @@ pub(crate) fn relay(
     })
 }
 
+/// `inner`, and once it is `ok`, the component's DMSG entry too: `degraded` until discovery
+/// lists `pk` with at least one server. A session alone (what the service's own `/health`
+/// checks) is not enough for others to reach it: its entry is published a moment later, and a
+/// client dialing before that fails, then avoids the path for a while (negative cache).
+pub(crate) fn published(inner: Probe, discovery: Arc<dyn Discovery>, pk: PublicKey) -> Probe {
+    Arc::new(move || {
+        let inner = inner.clone();
+        let discovery = discovery.clone();
+        Box::pin(async move {
+            let health = inner().await;
+            if health.status != HealthStatus::Ok {
+                return health;
+            }
+            match tokio::time::timeout(PROBE_TIMEOUT, discovery.entry(pk)).await {
+                Ok(Ok(e))
+                    if e.client
+                        .as_ref()
+                        .is_some_and(|c| !c.delegated_servers.is_empty()) =>
+                {
+                    health
+                }
+                Ok(Ok(_)) | Ok(Err(DiscoveryError::NotFound(_))) => {
+                    Health::degraded("DMSG entry not published yet")
+                }
+                Ok(Err(e)) => Health::degraded(format!("DMSG entry: {e}")),
+                Err(_) => Health::degraded("DMSG entry: discovery lookup timed out"),
+            }
+        })
+    })
+}
+
 /// A node is healthy with at least one session (its control API's `/v1/health`).
 pub(crate) fn node(control: ControlClient) -> Probe {
     Arc::new(move || {
@@ -182,4 +213,50 @@ pub(crate) fn node(control: ControlClient) -> Probe {
             }
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use skytower_transports::dmsg::disc::{Entry, MemoryDiscovery};
+    use skytower_transports::identity::SecretKey;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dmsg_component_is_ok_only_once_its_entry_lists_a_server() {
+        let discovery = Arc::new(MemoryDiscovery::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            16,
+        ));
+        let key = SecretKey::generate().unwrap();
+        let server = SecretKey::generate().unwrap().public_key();
+        let probe = published(
+            fixed(Health::ok("/health ok")),
+            discovery.clone(),
+            key.public_key(),
+        );
+        let h = probe().await;
+        assert_eq!(
+            (h.status, h.detail.as_str()),
+            (HealthStatus::Degraded, "DMSG entry not published yet")
+        );
+        // An entry without servers is not reachable either.
+        let mut entry = Entry::new_client(key.public_key(), vec![]);
+        entry.sign(&key);
+        discovery.post_entry(entry).await.unwrap();
+        assert_eq!(probe().await.status, HealthStatus::Degraded);
+        let mut entry = Entry::new_client(key.public_key(), vec![server]);
+        entry.sequence = 1;
+        entry.sign(&key);
+        discovery.post_entry(entry).await.unwrap();
+        let h = probe().await;
+        assert_eq!(
+            (h.status, h.detail.as_str()),
+            (HealthStatus::Ok, "/health ok")
+        );
+        // The service's own health comes first.
+        let down = published(fixed(Health::down("no")), discovery, key.public_key());
+        assert_eq!(down().await.status, HealthStatus::Down);
+    }
 }
