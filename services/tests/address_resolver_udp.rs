@@ -11,7 +11,8 @@ use skytower_services::address_resolver::{
     Bindings, SudphClient, SudphConfig, SudphEvent, Transport, UdpConfig, UdpServer,
 };
 use skytower_services::ttl_store::{
-    MemoryTtlStore, Record, TtlStore, TtlStoreError as StoreError, TtlStoreFuture as StoreFuture,
+    MemoryTtlStore, PutBounds, Record, TtlStore, TtlStoreError as StoreError,
+    TtlStoreFuture as StoreFuture,
 };
 use skytower_transports::identity::SecretKey;
 use tokio::net::UdpSocket;
@@ -354,6 +355,16 @@ impl TtlStore for GatedStore {
     }
     fn len(&self) -> StoreFuture<'_, usize> {
         self.inner.len()
+    }
+    fn put_bounded<'a>(
+        &'a self,
+        id: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+        indexes: &'a [String],
+        bounds: PutBounds<'a>,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.put_bounded(id, value, ttl, indexes, bounds)
     }
 }
 

@@ -1078,3 +1078,48 @@ async fn instances_on_one_redis_refuse_each_others_replays() {
         .unwrap();
     assert!((50_000..=61_000).contains(&pttl), "{pttl}");
 }
+
+/// The per-key and store bounds hold across instances on one Redis: the check and the write
+/// are one script, so concurrent registrations through two instances cannot overshoot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_limit_holds_across_instances_on_one_redis() {
+    let cfg = config();
+    let Some(backend) = Backend::new(Kind::Redis, &cfg).await else {
+        return;
+    };
+    let url = backend.redis.as_ref().unwrap().url();
+    let second = ttl_store::open(&StoreSpec::Redis(RedisConfig::new(url)), REDIS_NAMESPACE, 0)
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    let dirs = [
+        skytower_services::service_discovery::Directory::new(backend.store.clone(), ttl, 3, 1000),
+        skytower_services::service_discovery::Directory::new(second, ttl, 3, 1000),
+    ];
+    let alice = key();
+    let results = futures_util::future::join_all((0..20u16).map(|port| {
+        let dir = &dirs[usize::from(port % 2)];
+        dir.register(Registration::new(
+            alice.public_key(),
+            100 + port,
+            "vpn",
+            "1.0.0",
+        ))
+    }))
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        3,
+        "{results:?}"
+    );
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(
+                r,
+                skytower_services::service_discovery::DirectoryError::TooManyEntries { max: 3, .. }
+            ),
+            "{r}"
+        );
+    }
+    assert_eq!(backend.store.len().await.unwrap(), 3);
+}

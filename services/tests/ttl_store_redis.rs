@@ -38,6 +38,16 @@ async fn real_ttl_expiry_on_redis() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_puts_on_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = open(&redis, "test:").await;
+    // Redis's own clock: a real wait for the 500 ms records to expire.
+    suite::bounded(store.as_ref(), tokio::time::sleep).await;
+}
+
 #[tokio::test]
 async fn sampling_on_redis() {
     let Some(redis) = RedisServer::start() else {

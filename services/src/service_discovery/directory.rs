@@ -18,7 +18,7 @@ use skytower_transports::dmsg::wire::Addr;
 use skytower_transports::identity::PublicKey;
 
 use super::model::{Registered, Registration, ServiceEntry, ServiceQuery};
-use crate::ttl_store::{TtlStore, TtlStoreError};
+use crate::ttl_store::{PutBounds, TtlStore, TtlStoreError};
 
 /// Why a directory operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,10 +38,6 @@ pub enum DirectoryError {
     Store(#[from] TtlStoreError),
 }
 
-/// Stripes of the per-key registration lock (a key's "count, then insert" is atomic within one
-/// instance).
-const STRIPES: usize = 64;
-
 /// The service directory over a [`TtlStore`] (see the module docs for the layout).
 #[derive(Clone, Debug)]
 pub struct Directory {
@@ -49,7 +45,6 @@ pub struct Directory {
     ttl: Duration,
     max_per_key: usize,
     max_entries: usize,
-    locks: Arc<[tokio::sync::Mutex<()>]>,
 }
 
 fn index_names(entry: &ServiceEntry) -> Vec<String> {
@@ -84,8 +79,8 @@ fn decode(id: &str, bytes: &[u8]) -> Result<ServiceEntry, TtlStoreError> {
 
 impl Directory {
     /// A directory over `store`: entries live `ttl` after each registration, a key has at most
-    /// `max_per_key` live entries, and (on stores that do not bound themselves, i.e. Redis) at
-    /// most `max_entries` live entries exist in all.
+    /// `max_per_key` live entries, and at most `max_entries` live entries exist in all (both
+    /// checked atomically with the write: [`TtlStore::put_bounded`]).
     pub fn new(
         store: Arc<dyn TtlStore>,
         ttl: Duration,
@@ -97,7 +92,6 @@ impl Directory {
             ttl,
             max_per_key,
             max_entries,
-            locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
@@ -121,29 +115,30 @@ impl Directory {
     pub async fn register(&self, reg: Registration) -> Result<Registered, DirectoryError> {
         let pk = reg.address.pk;
         let id = reg.address.to_string();
-        let stripe = usize::from(pk.as_bytes()[0]) % self.locks.len();
-        let _one_at_a_time = self.locks[stripe].lock().await;
-        let own = self.store.by_index(&format!("pk:{pk}")).await?;
-        let created = !own.iter().any(|(other, _)| *other == id);
-        if created {
-            if own.len() >= self.max_per_key {
-                return Err(DirectoryError::TooManyEntries {
-                    pk,
-                    max: self.max_per_key,
-                });
-            }
-            // The embedded store bounds itself atomically; Redis is bounded here.
-            if self.store.kind() != "memory" && self.store.len().await? >= self.max_entries {
-                return Err(TtlStoreError::Full(self.max_entries).into());
-            }
-        }
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let entry = ServiceEntry::from_registration(reg, unix_ms_now(), ttl_ms);
         let bytes =
             serde_json::to_vec(&entry).map_err(|e| TtlStoreError::Corrupt(e.to_string()))?;
-        self.store
-            .put(&id, bytes, self.ttl, &index_names(&entry))
-            .await?;
+        // Both bounds are checked and the entry written in one atomic step of the store, so
+        // concurrent registrations (here or in other instances on the same Redis) cannot
+        // overshoot them.
+        let own_index = format!("pk:{pk}");
+        let bounds = PutBounds {
+            index: &own_index,
+            max_in_index: self.max_per_key,
+            max_records: self.max_entries,
+        };
+        let created = self
+            .store
+            .put_bounded(&id, bytes, self.ttl, &index_names(&entry), bounds)
+            .await
+            .map_err(|e| match e {
+                TtlStoreError::IndexFull { .. } => DirectoryError::TooManyEntries {
+                    pk,
+                    max: self.max_per_key,
+                },
+                other => other.into(),
+            })?;
         Ok(Registered { entry, created })
     }
 

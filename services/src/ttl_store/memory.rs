@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Record, TtlStore, TtlStoreError, TtlStoreFuture};
+use super::{PutBounds, Record, TtlStore, TtlStoreError, TtlStoreFuture};
 
 #[derive(Debug)]
 struct Entry {
@@ -112,9 +112,25 @@ impl MemoryTtlStore {
         value: Vec<u8>,
         ttl: Duration,
         indexes: &[String],
-    ) -> Result<(), TtlStoreError> {
+        bounds: Option<PutBounds<'_>>,
+    ) -> Result<bool, TtlStoreError> {
         let now = Instant::now();
         let mut inner = self.lock();
+        let live = inner.records.get(id).is_some_and(|e| e.expires > now);
+        if let (Some(b), false) = (bounds, live) {
+            // After a purge (which visits only expired records) every count is of live ones.
+            inner.purge(now);
+            let in_index = inner.index.get(b.index).map_or(0, |ids| ids.ids.len());
+            if in_index >= b.max_in_index {
+                return Err(TtlStoreError::IndexFull {
+                    index: b.index.to_owned(),
+                    max: b.max_in_index,
+                });
+            }
+            if inner.records.len() >= b.max_records {
+                return Err(TtlStoreError::Full(b.max_records));
+            }
+        }
         if let Some(old) = inner.remove(id) {
             drop(old);
         } else if inner.records.len() >= self.max_records
@@ -138,7 +154,7 @@ impl MemoryTtlStore {
                 indexes: unique,
             },
         );
-        Ok(())
+        Ok(!live)
     }
 
     fn live<'a>(
@@ -166,7 +182,19 @@ impl TtlStore for MemoryTtlStore {
         ttl: Duration,
         indexes: &'a [String],
     ) -> TtlStoreFuture<'a, ()> {
-        let result = self.put_now(id, value, ttl, indexes);
+        let result = self.put_now(id, value, ttl, indexes, None).map(drop);
+        Box::pin(async move { result })
+    }
+
+    fn put_bounded<'a>(
+        &'a self,
+        id: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+        indexes: &'a [String],
+        bounds: PutBounds<'a>,
+    ) -> TtlStoreFuture<'a, bool> {
+        let result = self.put_now(id, value, ttl, indexes, Some(bounds));
         Box::pin(async move { result })
     }
 
@@ -268,6 +296,11 @@ mod tests {
             tokio::time::advance,
         )
         .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bounded_puts() {
+        suite::bounded(&MemoryTtlStore::new(100), tokio::time::advance).await;
     }
 
     #[tokio::test(start_paused = true)]

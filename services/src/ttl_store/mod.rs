@@ -5,7 +5,9 @@
 //! listed by (e.g. `edge:<pk>` for a transport, `type:vpn` for a service). [`TtlStore::put`] is
 //! an upsert that renews the TTL and replaces the record's indexes; an expired record is never
 //! returned, whatever the implementation; [`TtlStore::purge_expired`] frees what is left of
-//! expired records (the services call it periodically).
+//! expired records (the services call it periodically). [`TtlStore::put_bounded`] inserts only
+//! while an index and the store are under given bounds, checked and written in one atomic step
+//! (so instances sharing a Redis cannot overshoot them together).
 //!
 //! - [`MemoryTtlStore`]: embedded, the default. Bounded ([`TtlStoreError::Full`] beyond
 //!   `max_records`), on `tokio::time::Instant`, so tests drive expiry with paused time.
@@ -71,6 +73,15 @@ pub enum TtlStoreError {
     /// The backend returned something this code did not write.
     #[error("corrupt store data: {0}")]
     Corrupt(String),
+    /// A new record would exceed the live records allowed under one index
+    /// ([`TtlStore::put_bounded`]).
+    #[error("index {index} already holds {max} live records")]
+    IndexFull {
+        /// The index.
+        index: String,
+        /// Its bound.
+        max: usize,
+    },
 }
 
 impl From<TtlStoreError> for ApiError {
@@ -86,8 +97,22 @@ impl From<TtlStoreError> for ApiError {
             },
             TtlStoreError::Unavailable(_) => ApiError::unavailable(e.to_string()),
             TtlStoreError::Corrupt(_) => ApiError::internal(e),
+            TtlStoreError::IndexFull { .. } => {
+                ApiError::new(http::StatusCode::CONFLICT, "index_full", e.to_string())
+            }
         }
     }
+}
+
+/// The bounds of a [`TtlStore::put_bounded`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutBounds<'a> {
+    /// The index whose live records are counted (e.g. `pk:<key>`: one owner's records).
+    pub index: &'a str,
+    /// Most live records under `index`.
+    pub max_in_index: usize,
+    /// Most live records in the store (`usize::MAX`: only the store's own bound).
+    pub max_records: usize,
 }
 
 /// A record as listed: its id and value.
@@ -131,6 +156,22 @@ pub trait TtlStore: Send + Sync + std::fmt::Debug {
 
     /// The number of live records.
     fn len(&self) -> TtlStoreFuture<'_, usize>;
+
+    /// Like [`put`](Self::put), but a record that is not live yet is refused when
+    /// `bounds.index` already carries `bounds.max_in_index` live records
+    /// ([`TtlStoreError::IndexFull`]) or the store holds `bounds.max_records` live records
+    /// ([`TtlStoreError::Full`]); replacing a live record is always allowed. Returns whether the
+    /// record is new. The check and the write are **one atomic step** in both implementations
+    /// (the embedded store's lock; one Lua script on Redis), so concurrent writers, in one
+    /// process or in several instances sharing a Redis, cannot overshoot a bound.
+    fn put_bounded<'a>(
+        &'a self,
+        id: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+        indexes: &'a [String],
+        bounds: PutBounds<'a>,
+    ) -> TtlStoreFuture<'a, bool>;
 
     /// Where signed-request verifiers remember nonces so that every instance sharing this store
     /// sees them ([`Verifier::with_shared_nonces`](crate::auth::Verifier::with_shared_nonces)):
@@ -365,6 +406,100 @@ pub mod suite {
             store.all().await.unwrap(),
             vec![("b".into(), b"2".to_vec())]
         );
+    }
+
+    /// `put_bounded`: new records are refused beyond the index bound and the store bound,
+    /// replacing a live record is always allowed, expired records do not count, and
+    /// concurrent writers cannot overshoot (`advance` moves the store's clock).
+    pub async fn bounded<F, Fut>(store: &dyn TtlStore, advance: F)
+    where
+        F: Fn(Duration) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        use super::{PutBounds, TtlStoreError};
+        let ttl = Duration::from_secs(60);
+        let per_owner = |owner: &'static str| PutBounds {
+            index: owner,
+            max_in_index: 2,
+            max_records: 5,
+        };
+        let put = |id: &'static str, owner: &'static str| async move {
+            store
+                .put_bounded(
+                    id,
+                    id.as_bytes().to_vec(),
+                    ttl,
+                    &ix(&[owner]),
+                    per_owner(owner),
+                )
+                .await
+        };
+        assert_eq!(put("a1", "a").await, Ok(true));
+        assert_eq!(put("a2", "a").await, Ok(true));
+        assert_eq!(
+            put("a3", "a").await,
+            Err(TtlStoreError::IndexFull {
+                index: "a".into(),
+                max: 2
+            })
+        );
+        assert_eq!(store.get("a3").await.unwrap(), None, "nothing written");
+        // Replacing a live record is not a new one.
+        assert_eq!(put("a1", "a").await, Ok(false));
+        // The store bound: 5 live records in all.
+        assert_eq!(put("b1", "b").await, Ok(true));
+        assert_eq!(put("b2", "b").await, Ok(true));
+        assert_eq!(put("c1", "c").await, Ok(true));
+        assert_eq!(put("c2", "c").await, Err(TtlStoreError::Full(5)));
+        assert_eq!(store.len().await.unwrap(), 5);
+        // Expired records count toward neither bound (before any purge).
+        store.delete("c1").await.unwrap();
+        let short = |id: &'static str| async move {
+            store
+                .put_bounded(
+                    id,
+                    vec![],
+                    Duration::from_millis(500),
+                    &ix(&["d"]),
+                    per_owner("d"),
+                )
+                .await
+        };
+        assert_eq!(short("d1").await, Ok(true));
+        assert_eq!(put("d2", "d").await, Err(TtlStoreError::Full(5)));
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            put("d2", "d").await,
+            Ok(true),
+            "the expired d1 freed room in the store"
+        );
+        store.delete("b1").await.unwrap();
+        assert_eq!(put("d3", "d").await, Ok(true), "and under its index");
+        assert_eq!(store.len().await.unwrap(), 5);
+        // Concurrent new records under one bound: exactly the bound is admitted.
+        let e_index = ix(&["e"]);
+        let ids: Vec<String> = (0..20).map(|i| format!("e{i:02}")).collect();
+        let e_bounds = PutBounds {
+            index: "e",
+            max_in_index: 3,
+            max_records: usize::MAX,
+        };
+        let results = futures_util::future::join_all(
+            ids.iter()
+                .map(|id| store.put_bounded(id, vec![], ttl, &e_index, e_bounds)),
+        )
+        .await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
+        assert_eq!(store.by_index("e").await.unwrap().len(), 3);
+        for r in results.into_iter().filter_map(Result::err) {
+            assert_eq!(
+                r,
+                TtlStoreError::IndexFull {
+                    index: "e".into(),
+                    max: 3
+                }
+            );
+        }
     }
 
     /// Samples are distinct, live, bounded by `n`, and every record gets sampled.

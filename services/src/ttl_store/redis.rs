@@ -24,7 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use skytower_transports::identity::PublicKey;
 
-use super::{Record, RedisConfig, TtlStore, TtlStoreError, TtlStoreFuture};
+use super::{PutBounds, Record, RedisConfig, TtlStore, TtlStoreError, TtlStoreFuture};
 use crate::auth::{NonceFuture, SharedNonces};
 
 const NOW: &str = r#"
@@ -34,8 +34,18 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 const PUT: &str = r#"
 -- ARGV: ns, id, value, ttl_ms, indexes (JSON list)
+--       [, bounded index, max in it, max records]: a record not live yet is refused beyond them
 local ns, id = ARGV[1], ARGV[2]
 local rkey = ns .. 'r:' .. id
+local created = redis.call('EXISTS', rkey) == 0
+if ARGV[6] and created then
+  if redis.call('ZCOUNT', ns .. 'i:' .. ARGV[6], '(' .. now, '+inf') >= tonumber(ARGV[7]) then
+    return 'index_full'
+  end
+  if redis.call('ZCOUNT', ns .. 'all', '(' .. now, '+inf') >= tonumber(ARGV[8]) then
+    return 'full'
+  end
+end
 local old = redis.call('HGET', rkey, 'ix')
 if old then
   for _, name in ipairs(cjson.decode(old)) do redis.call('ZREM', ns .. 'i:' .. name, id) end
@@ -49,7 +59,8 @@ for _, name in ipairs(cjson.decode(ARGV[5])) do
   redis.call('ZADD', ns .. 'i:' .. name, exp, id)
   redis.call('SADD', ns .. 'indexes', name)
 end
-return 1
+if created then return 'created' end
+return 'replaced'
 "#;
 
 const DELETE: &str = r#"
@@ -193,6 +204,47 @@ impl RedisTtlStore {
         })
     }
 
+    /// The `PUT` script, with `bounds` when given; whether the record is new.
+    async fn put_script(
+        &self,
+        id: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        indexes: &[String],
+        bounds: Option<PutBounds<'_>>,
+    ) -> Result<bool, TtlStoreError> {
+        let mut unique = indexes.to_vec();
+        unique.sort();
+        unique.dedup();
+        let indexes =
+            serde_json::to_string(&unique).map_err(|e| TtlStoreError::Corrupt(e.to_string()))?;
+        let mut call = self.put.prepare_invoke();
+        call.arg(&self.namespace)
+            .arg(id)
+            .arg(value)
+            .arg(millis(ttl))
+            .arg(indexes);
+        if let Some(b) = bounds {
+            call.arg(b.index).arg(b.max_in_index).arg(b.max_records);
+        }
+        let reply: String = call
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match (reply.as_str(), bounds) {
+            ("created", _) => Ok(true),
+            ("replaced", _) => Ok(false),
+            ("index_full", Some(b)) => Err(TtlStoreError::IndexFull {
+                index: b.index.to_owned(),
+                max: b.max_in_index,
+            }),
+            ("full", Some(b)) => Err(TtlStoreError::Full(b.max_records)),
+            (other, _) => Err(TtlStoreError::Corrupt(format!(
+                "put script replied {other:?}"
+            ))),
+        }
+    }
+
     async fn list(&self, set: String) -> Result<Vec<Record>, TtlStoreError> {
         let flat: Vec<Vec<u8>> = self
             .list
@@ -260,23 +312,21 @@ impl TtlStore for RedisTtlStore {
         indexes: &'a [String],
     ) -> TtlStoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut unique = indexes.to_vec();
-            unique.sort();
-            unique.dedup();
-            let indexes = serde_json::to_string(&unique)
-                .map_err(|e| TtlStoreError::Corrupt(e.to_string()))?;
-            let _: i64 = self
-                .put
-                .arg(&self.namespace)
-                .arg(id)
-                .arg(value)
-                .arg(millis(ttl))
-                .arg(indexes)
-                .invoke_async(&mut self.conn.clone())
+            self.put_script(id, value, ttl, indexes, None)
                 .await
-                .map_err(unavailable)?;
-            Ok(())
+                .map(drop)
         })
+    }
+
+    fn put_bounded<'a>(
+        &'a self,
+        id: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+        indexes: &'a [String],
+        bounds: PutBounds<'a>,
+    ) -> TtlStoreFuture<'a, bool> {
+        Box::pin(self.put_script(id, value, ttl, indexes, Some(bounds)))
     }
 
     fn get<'a>(&'a self, id: &'a str) -> TtlStoreFuture<'a, Option<Vec<u8>>> {
