@@ -104,6 +104,14 @@ impl Backend {
     fn service(&self, config: &Config) -> ServiceDiscovery {
         ServiceDiscovery::new(config, self.store.clone())
     }
+
+    /// A second connection to the same Redis namespace: what another instance would use.
+    async fn another_instance(&self) -> Arc<dyn TtlStore> {
+        let url = self.redis.as_ref().expect("a Redis backend").url();
+        ttl_store::open(&StoreSpec::Redis(RedisConfig::new(url)), REDIS_NAMESPACE, 0)
+            .await
+            .unwrap()
+    }
 }
 
 fn key() -> SecretKey {
@@ -1029,13 +1037,7 @@ async fn instances_on_one_redis_refuse_each_others_replays() {
         return;
     };
     let url = backend.redis.as_ref().unwrap().url();
-    let second_store = ttl_store::open(
-        &StoreSpec::Redis(RedisConfig::new(url.clone())),
-        REDIS_NAMESPACE,
-        0,
-    )
-    .await
-    .unwrap();
+    let second_store = backend.another_instance().await;
     let a = backend.service(&cfg).router();
     let b = ServiceDiscovery::new(&cfg, second_store).router();
     let alice = key();
@@ -1087,10 +1089,7 @@ async fn per_key_limit_holds_across_instances_on_one_redis() {
     let Some(backend) = Backend::new(Kind::Redis, &cfg).await else {
         return;
     };
-    let url = backend.redis.as_ref().unwrap().url();
-    let second = ttl_store::open(&StoreSpec::Redis(RedisConfig::new(url)), REDIS_NAMESPACE, 0)
-        .await
-        .unwrap();
+    let second = backend.another_instance().await;
     let ttl = Duration::from_secs(60);
     let dirs = [
         skytower_services::service_discovery::Directory::new(backend.store.clone(), ttl, 3, 1000),
