@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use skytower_transports::identity::PublicKey;
 
@@ -181,16 +181,7 @@ impl RedisTtlStore {
     /// Connects (failing if Redis cannot be reached now; later outages are survived). Keys start
     /// with `config.prefix`.
     pub async fn connect(config: &RedisConfig) -> Result<Self, TtlStoreError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| TtlStoreError::Unavailable(format!("bad redis url: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, manager_config)
-            .await
-            .map_err(unavailable)?;
+        let conn = config.connect().await.map_err(TtlStoreError::Unavailable)?;
         Ok(RedisTtlStore {
             conn,
             namespace: config.prefix.clone(),

@@ -146,8 +146,9 @@ impl fmt::Debug for NoiseSecret {
 ///
 /// Validation is a pure function of the 32 bytes, so a hit is exactly as valid as a fresh check;
 /// only keys that passed are stored, and a hit compares all 32 bytes. Per thread (no lock) and
-/// direct-mapped: `SLOTS` entries of 64 bytes, no heap. Someone sending many distinct valid keys
-/// only evicts entries (costing the full check again), never changes a result.
+/// direct-mapped: `SLOTS` entries (the key and its decompressed point, ~230 bytes each), no heap.
+/// Someone sending many distinct valid keys only evicts entries (costing the full check again),
+/// never changes a result.
 mod validated {
     use super::PublicKey;
     use ed25519_dalek::VerifyingKey;
@@ -156,7 +157,10 @@ mod validated {
     const SLOTS: usize = 128;
 
     thread_local! {
-        static CACHE: RefCell<[Option<PublicKey>; SLOTS]> = const { RefCell::new([None; SLOTS]) };
+        /// Each valid key with its decompressed point (what verification needs), so neither
+        /// parsing nor verifying a recent key decompresses it again.
+        static CACHE: RefCell<[Option<(PublicKey, VerifyingKey)>; SLOTS]> =
+            const { RefCell::new([None; SLOTS]) };
     }
 
     fn slot(bytes: &[u8; 32]) -> usize {
@@ -164,42 +168,32 @@ mod validated {
         usize::from(u16::from_le_bytes([bytes[0], bytes[1]])) % SLOTS
     }
 
-    pub(super) fn get(bytes: &[u8; 32]) -> Option<PublicKey> {
+    fn lookup(bytes: &[u8; 32]) -> Option<(PublicKey, VerifyingKey)> {
         CACHE
-            .try_with(|c| c.borrow()[slot(bytes)].filter(|k| k.bytes == *bytes))
+            .try_with(|c| c.borrow()[slot(bytes)].filter(|(k, _)| k.bytes == *bytes))
             .ok()
             .flatten()
     }
 
-    pub(super) fn put(key: PublicKey) {
-        let _ = CACHE.try_with(|c| c.borrow_mut()[slot(&key.bytes)] = Some(key));
+    pub(super) fn get(bytes: &[u8; 32]) -> Option<PublicKey> {
+        lookup(bytes).map(|(key, _)| key)
     }
 
-    /// Decompressed keys for [`PublicKey::verify`](super::PublicKey::verify): fewer slots, as
-    /// a thread verifies for few peers at a time (a stream open verifies the dialer's request
-    /// at the relay and at the destination, and the destination's answer at the dialer).
-    const VERIFYING_SLOTS: usize = 32;
-
-    thread_local! {
-        static VERIFYING: RefCell<[Option<VerifyingKey>; VERIFYING_SLOTS]> =
-            const { RefCell::new([None; VERIFYING_SLOTS]) };
+    /// Remembers a key that passed validation, with its point.
+    pub(super) fn put(key: PublicKey, point: VerifyingKey) {
+        let _ = CACHE.try_with(|c| c.borrow_mut()[slot(&key.bytes)] = Some((key, point)));
     }
 
-    /// The decompressed point of a validated key: a square root (~6 µs) saved per verification
-    /// when the key was used recently on this thread. A pure function of the bytes, compared
-    /// in full.
+    /// The decompressed point of a valid key, for [`PublicKey::verify`](super::PublicKey::verify):
+    /// a square root (~6 µs) saved per verification when the key was parsed or verified
+    /// recently on this thread.
     pub(super) fn verifying_key(key: &PublicKey) -> Option<VerifyingKey> {
-        let i = slot(&key.bytes) % VERIFYING_SLOTS;
-        let hit = VERIFYING
-            .try_with(|c| c.borrow()[i].filter(|v| v.as_bytes() == &key.bytes))
-            .ok()
-            .flatten();
-        if hit.is_some() {
-            return hit;
+        if let Some((_, point)) = lookup(&key.bytes) {
+            return Some(point);
         }
-        let decompressed = VerifyingKey::from_bytes(&key.bytes).ok()?;
-        let _ = VERIFYING.try_with(|c| c.borrow_mut()[i] = Some(decompressed));
-        Some(decompressed)
+        let point = VerifyingKey::from_bytes(&key.bytes).ok()?;
+        put(*key, point);
+        Some(point)
     }
 }
 
@@ -238,13 +232,14 @@ impl PublicKey {
         if let Some(key) = validated::get(bytes) {
             return Ok(key);
         }
-        let key = Self::validate(bytes)?;
-        validated::put(key);
+        let (key, point) = Self::validate(bytes)?;
+        validated::put(key, point);
         Ok(key)
     }
 
-    /// The full validation behind [`from_bytes`](Self::from_bytes), without the cache.
-    fn validate(bytes: &[u8; Self::LEN]) -> Result<Self, PublicKeyError> {
+    /// The full validation behind [`from_bytes`](Self::from_bytes), without the cache; the key
+    /// and its decompressed point.
+    fn validate(bytes: &[u8; Self::LEN]) -> Result<(Self, VerifyingKey), PublicKeyError> {
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| PublicKeyError::NotOnCurve)?;
         let point = key.to_edwards();
         // ZIP-215 decompression accepts non-canonical encodings; re-encoding must round-trip.
@@ -257,7 +252,7 @@ impl PublicKey {
         if !point.is_torsion_free() {
             return Err(PublicKeyError::MixedOrder);
         }
-        Ok(Self::from_verifying_key(&key))
+        Ok((Self::from_verifying_key(&key), key))
     }
 
     /// For keys known to be valid (validated, or derived from a signing key).

@@ -930,10 +930,10 @@ fn parsing_a_key_again_gives_the_first_result_and_invalid_keys_stay_invalid() {
 
 #[test]
 fn verifications_through_the_decompressed_key_cache_stay_exact() {
-    // More keys than the per-thread cache has slots, verified in two interleaved rounds (hits,
+    // More keys than the per-thread memo has slots (128), verified in two interleaved rounds (hits,
     // misses and evictions); each signature verifies under its own key only.
     let ctx = contexts::DMSG_STREAM_REQUEST;
-    let keys: Vec<SecretKey> = (0..80).map(|_| SecretKey::generate().unwrap()).collect();
+    let keys: Vec<SecretKey> = (0..200).map(|_| SecretKey::generate().unwrap()).collect();
     let sigs: Vec<Signature> = keys.iter().map(|k| k.sign(ctx, b"msg")).collect();
     for _round in 0..2 {
         for (i, (k, sig)) in keys.iter().zip(&sigs).enumerate() {

@@ -116,6 +116,22 @@ impl RedisConfig {
             connection_timeout: Duration::from_secs(2),
         }
     }
+
+    /// A reconnecting connection with these timeouts (2 retries, backoff capped at 1 s): what
+    /// every Redis-backed store of this crate uses. Fails if Redis cannot be reached now (the
+    /// message says whether the URL is bad); later outages are survived by reconnecting.
+    pub async fn connect(&self) -> Result<ConnectionManager, String> {
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| format!("bad redis url: {e}"))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(self.response_timeout))
+            .set_connection_timeout(Some(self.connection_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The Redis store (the key layout is in `docs/api/dmsg-discovery.md` and this module's source docs).
@@ -166,16 +182,7 @@ fn parse_entry(json: &str) -> Result<Entry, StoreError> {
 impl RedisStore {
     /// Connects (failing if Redis cannot be reached now; later outages are survived).
     pub async fn connect(redis: RedisConfig, config: StoreConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(redis.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("bad redis url: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(redis.response_timeout))
-            .set_connection_timeout(Some(redis.connection_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, manager_config)
-            .await
-            .map_err(unavailable)?;
+        let conn = redis.connect().await.map_err(StoreError::Unavailable)?;
         Ok(RedisStore {
             conn,
             config,

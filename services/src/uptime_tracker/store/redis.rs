@@ -17,10 +17,9 @@
 //! counters older than the retention are deleted by the node's next heartbeat.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use skytower_transports::identity::PublicKey;
 
 use super::{Accounting, HeartbeatOutcome, NodeRecord, StoreFuture, UptimeStore, UptimeStoreError};
@@ -141,16 +140,10 @@ impl RedisUptimeStore {
         config: &RedisConfig,
         accounting: Accounting,
     ) -> Result<Self, UptimeStoreError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| UptimeStoreError::Unavailable(format!("bad redis url: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, manager_config)
+        let conn = config
+            .connect()
             .await
-            .map_err(unavailable)?;
+            .map_err(UptimeStoreError::Unavailable)?;
         Ok(RedisUptimeStore {
             conn,
             namespace: config.prefix.clone(),
