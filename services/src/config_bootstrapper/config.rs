@@ -273,9 +273,6 @@ pub enum RunError {
     /// A bad flag.
     #[error("invalid setting: {0}")]
     Flag(String),
-    /// The runtime could not be built.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// The `skytower config-bootstrapper` flags: the shared service-mode flags ([`SvcArgs`], here

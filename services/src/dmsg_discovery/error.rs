@@ -53,7 +53,4 @@ pub enum RunError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
-    /// Binding or serving failed.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
 }

@@ -106,9 +106,6 @@ pub enum RunError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] TtlStoreError),
-    /// The runtime could not be built.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Opens the store `config` names: the embedded one bounded by `max_entries`, or Redis under

@@ -181,9 +181,6 @@ pub enum RunError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] TtlStoreError),
-    /// The runtime could not be built.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 #[cfg(test)]

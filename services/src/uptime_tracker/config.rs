@@ -123,9 +123,6 @@ pub enum RunError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] UptimeStoreError),
-    /// The runtime could not be built.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// The `skytower uptime-tracker` flags: the shared service-mode flags ([`SvcArgs`], here
