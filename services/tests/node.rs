@@ -46,6 +46,17 @@ fn spawn_node(
     (stop, task)
 }
 
+/// The whole body of a fetched response.
+async fn body_of(fetched: skytower_services::node::fetch::Fetched) -> bytes::Bytes {
+    fetched
+        .response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+}
+
 async fn eventually<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -172,25 +183,13 @@ async fn fetch_through_the_node_and_its_refusals() {
     };
     assert_eq!(fetched.via, Via::Dmsg);
     assert_eq!(fetched.response.status(), StatusCode::OK);
-    let body = fetched
-        .response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let body = body_of(fetched).await;
     assert_eq!(body, "hello over dmsg");
 
     // A large body streams through the node (and its control connection) intact.
     let spec = FetchSpec::get(&format!("dmsg://{addr}/big")).unwrap();
     let fetched = control.fetch(&spec).await.unwrap();
-    let body = fetched
-        .response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let body = body_of(fetched).await;
     assert_eq!(body.len(), 4 << 20);
     assert!(body.iter().all(|b| *b == 7));
 

@@ -144,13 +144,20 @@ fn register_req(key: &SecretKey, port: u16, kind: &str) -> Request<Body> {
     )
 }
 
+#[track_caller]
 fn assert_error(a: &Answer, status: StatusCode, code: &str, message_has: &str) {
-    assert_eq!(a.status, status, "{:?}", a.json);
-    assert_eq!(a.code(), code, "{:?}", a.json);
+    assert_error_in("", a, status, code, message_has);
+}
+
+/// [`assert_error`] naming the case (`what`) when it fails.
+#[track_caller]
+fn assert_error_in(what: &str, a: &Answer, status: StatusCode, code: &str, message_has: &str) {
+    assert_eq!(a.status, status, "{what}: {:?}", a.json);
+    assert_eq!(a.code(), code, "{what}: {:?}", a.json);
     let message = a.json["error"]["message"].as_str().unwrap_or("");
     assert!(
         message.contains(message_has),
-        "{message:?} lacks {message_has:?}"
+        "{what}: {message:?} lacks {message_has:?}"
     );
 }
 
@@ -438,79 +445,76 @@ async fn signatures_missing_wrong_key_wrong_path_replayed_expired(kind: Kind) {
     };
     let now = unix_ms_now();
 
-    // Missing: no headers, or one missing.
-    assert_error(
-        &send(
-            &app,
-            request(http::HeaderMap::new(), "/api/services", &body),
-        )
-        .await,
-        StatusCode::UNAUTHORIZED,
-        "missing_signature",
-        "sw-public header missing",
-    );
-    let mut h = auth::sign_now(&alice, &Method::POST, "/api/services", &body).unwrap();
-    h.remove(auth::SIG);
-    assert_error(
-        &send(&app, request(h, "/api/services", &body)).await,
-        StatusCode::UNAUTHORIZED,
-        "missing_signature",
-        "sw-sig header missing",
-    );
-    // Malformed header.
-    let mut h = auth::sign_now(&alice, &Method::POST, "/api/services", &body).unwrap();
-    h.insert(auth::NONCE, "xyz".parse().unwrap());
-    assert_error(
-        &send(&app, request(h, "/api/services", &body)).await,
-        StatusCode::UNAUTHORIZED,
-        "bad_signature_header",
-        "sw-nonce",
-    );
-    // Wrong key: signed by mallory, claiming alice's key.
-    let mut h = auth::sign_now(&mallory, &Method::POST, "/api/services", &body).unwrap();
-    h.insert(
+    let sign = |key: &SecretKey, method: &Method, target: &str, body: &[u8]| {
+        auth::sign_now(key, method, target, body).unwrap()
+    };
+    let post = &Method::POST;
+    let mut no_sig = sign(&alice, post, "/api/services", &body);
+    no_sig.remove(auth::SIG);
+    let mut bad_nonce = sign(&alice, post, "/api/services", &body);
+    bad_nonce.insert(auth::NONCE, "xyz".parse().unwrap());
+    // Signed by mallory, claiming alice's key.
+    let mut forged = sign(&mallory, post, "/api/services", &body);
+    forged.insert(
         auth::PUBLIC,
         alice.public_key().to_string().parse().unwrap(),
     );
-    assert_error(
-        &send(&app, request(h, "/api/services", &body)).await,
-        StatusCode::UNAUTHORIZED,
-        "bad_signature",
-        "does not verify",
-    );
-    // Wrong path: signed for another target.
-    let h = auth::sign_now(&alice, &Method::POST, "/api/services?x=1", &body).unwrap();
-    assert_error(
-        &send(&app, request(h, "/api/services", &body)).await,
-        StatusCode::UNAUTHORIZED,
-        "bad_signature",
-        "does not verify",
-    );
-    // Wrong method: a DELETE's signature on a POST.
-    let h = auth::sign_now(&alice, &Method::DELETE, "/api/services", &body).unwrap();
-    assert_error(
-        &send(&app, request(h, "/api/services", &body)).await,
-        StatusCode::UNAUTHORIZED,
-        "bad_signature",
-        "does not verify",
-    );
-    // Another body.
-    let h = auth::sign_now(&alice, &Method::POST, "/api/services", b"{}").unwrap();
-    assert_error(
-        &send(&app, request(h, "/api/services", &body)).await,
-        StatusCode::UNAUTHORIZED,
-        "bad_signature",
-        "does not verify",
-    );
-    // Expired, and too far in the future (window 30 s).
-    for ts in [now - 31_000, now + 31_000] {
-        let h = auth::sign(&alice, &Method::POST, "/api/services", &body, ts, [1; 16]);
-        assert_error(
-            &send(&app, request(h, "/api/services", &body)).await,
-            StatusCode::UNAUTHORIZED,
+    let stale = |ts: u64| auth::sign(&alice, post, "/api/services", &body, ts, [1; 16]);
+    let cases = [
+        (
+            "no headers",
+            http::HeaderMap::new(),
+            "missing_signature",
+            "sw-public header missing",
+        ),
+        (
+            "no sw-sig",
+            no_sig,
+            "missing_signature",
+            "sw-sig header missing",
+        ),
+        (
+            "malformed sw-nonce",
+            bad_nonce,
+            "bad_signature_header",
+            "sw-nonce",
+        ),
+        ("wrong key", forged, "bad_signature", "does not verify"),
+        (
+            "signed for another target",
+            sign(&alice, post, "/api/services?x=1", &body),
+            "bad_signature",
+            "does not verify",
+        ),
+        (
+            "a DELETE's signature on a POST",
+            sign(&alice, &Method::DELETE, "/api/services", &body),
+            "bad_signature",
+            "does not verify",
+        ),
+        (
+            "another body",
+            sign(&alice, post, "/api/services", b"{}"),
+            "bad_signature",
+            "does not verify",
+        ),
+        // The window is 30 s.
+        (
+            "expired",
+            stale(now - 31_000),
             "stale_timestamp",
             "more than 30000 ms",
-        );
+        ),
+        (
+            "in the future",
+            stale(now + 31_000),
+            "stale_timestamp",
+            "more than 30000 ms",
+        ),
+    ];
+    for (what, headers, code, message_has) in cases {
+        let a = send(&app, request(headers, "/api/services", &body)).await;
+        assert_error_in(what, &a, StatusCode::UNAUTHORIZED, code, message_has);
     }
     assert_eq!(
         backend.store.len().await.unwrap(),

@@ -30,6 +30,41 @@ fn svc_config(net: &TestNetwork, mode: Mode) -> SvcConfig {
     }
 }
 
+/// A server published on DMSG and serving in a task until [`Serving::stop`].
+struct Serving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Waits until `server` is published on `net`, then serves it in a task.
+async fn serve(net: &TestNetwork, server: ServiceDiscoveryServer) -> Serving {
+    net.wait_published(server.svc().dmsg_client().unwrap())
+        .await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .serve(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Serving { stop, task }
+}
+
+impl Serving {
+    /// Shuts the server down; asserts that it stopped cleanly within [`T`].
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(T, self.task).await.unwrap().unwrap();
+    }
+}
+
+/// A connector dialing over DMSG from a new client of `net`.
+async fn dmsg_connector(net: &TestNetwork) -> Connector {
+    Connector::with_dmsg(Arc::new(net.client().await)).connect_timeout(Duration::from_secs(10))
+}
+
 /// Status and body of `GET path`, whatever the status.
 async fn raw_get(client: &SignedClient, path: &str) -> (StatusCode, Vec<u8>) {
     match tokio::time::timeout(T, client.send(Method::GET, path, None))
@@ -59,15 +94,9 @@ async fn dual_mode_answers_the_same_over_http_and_dmsg() {
     let dmsg_addr = server.dmsg_addr().expect("dual listens on DMSG");
     assert_eq!(dmsg_addr.port, 80);
     let dmsg_base = format!("dmsg://{dmsg_addr}");
-    net.wait_published(server.svc().dmsg_client().unwrap())
-        .await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let serving = serve(&net, server).await;
 
-    let caller = Arc::new(net.client().await);
-    let connector = Connector::with_dmsg(caller).connect_timeout(Duration::from_secs(10));
+    let connector = dmsg_connector(&net).await;
     let node = Arc::new(SecretKey::generate().unwrap());
     let over = |base: &str| {
         ServiceDiscoveryClient::with_connector(base, connector.clone())
@@ -151,12 +180,7 @@ async fn dual_mode_answers_the_same_over_http_and_dmsg() {
 
     // Graceful shutdown withdraws the DMSG entry.
     assert!(net.discovery().store().get(&dmsg_addr.pk).is_some());
-    stop.send(()).unwrap();
-    tokio::time::timeout(T, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    serving.stop().await;
     assert!(net.discovery().store().get(&dmsg_addr.pk).is_none());
 }
 
@@ -168,15 +192,9 @@ async fn dmsg_mode_serves_without_tcp() {
         .unwrap();
     assert_eq!(server.http_addr(), None);
     let dmsg_addr = server.dmsg_addr().expect("dmsg mode listens on DMSG");
-    net.wait_published(server.svc().dmsg_client().unwrap())
-        .await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let serving = serve(&net, server).await;
 
-    let caller = Arc::new(net.client().await);
-    let connector = Connector::with_dmsg(caller).connect_timeout(Duration::from_secs(10));
+    let connector = dmsg_connector(&net).await;
     let node = Arc::new(SecretKey::generate().unwrap());
     let client = ServiceDiscoveryClient::with_connector(&format!("dmsg://{dmsg_addr}"), connector)
         .unwrap()
@@ -190,12 +208,7 @@ async fn dmsg_mode_serves_without_tcp() {
         .unwrap();
     assert_eq!(found, vec![done.entry]);
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(T, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]

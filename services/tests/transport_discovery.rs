@@ -10,7 +10,7 @@ use axum::Router;
 use http::{Method, StatusCode};
 use skytower_services::auth;
 use skytower_services::transport_discovery::{
-    Config, Deleted, SignedEntry, TransportDiscovery, TransportRecord, TransportType,
+    Config, Deleted, TransportDiscovery, TransportRecord, TransportType,
 };
 use skytower_services::ttl_store::MemoryTtlStore;
 use skytower_transports::dmsg::replay::unix_ms_now;
@@ -25,13 +25,6 @@ fn app() -> Router {
     app_with(Config::default(), 10_000)
 }
 
-fn post(
-    key: &skytower_transports::identity::SecretKey,
-    entries: &[SignedEntry],
-) -> http::Request<axum::body::Body> {
-    signed_req(key, Method::POST, "/transports", &json(&entries))
-}
-
 #[tokio::test]
 async fn register_then_read_by_id_edge_and_all_then_delete() {
     let app = app();
@@ -39,7 +32,7 @@ async fn register_then_read_by_id_edge_and_all_then_delete() {
     let ab = signed(&a, &b, TransportType::Stcpr);
     let bc = signed(&b, &c, TransportType::Dmsg);
     let before = unix_ms_now();
-    let stored: Vec<TransportRecord> = ok_json(&app, post(&a, &[ab])).await;
+    let stored = register_entries(&app, &a, &[ab]).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].signed(), ab);
     assert!(stored[0].registered_at.abs_diff(before) < 1000);
@@ -52,59 +45,24 @@ async fn register_then_read_by_id_edge_and_all_then_delete() {
     .await;
 
     let id = ab.entry.id;
-    let got: TransportRecord = ok_json(
-        &app,
-        plain_req(Method::GET, &format!("/transports/id:{id}"), b""),
-    )
-    .await;
+    let got: TransportRecord = ok_json(&app, get(&id_path(id))).await;
     assert_eq!(got.signed(), ab);
-    let of_b: Vec<TransportRecord> = ok_json(
-        &app,
-        plain_req(
-            Method::GET,
-            &format!("/transports/edge:{}", b.public_key()),
-            b"",
-        ),
-    )
-    .await;
+    let of_b = of_edge(&app, b.public_key()).await;
     assert_eq!(of_b.len(), 2);
-    let of_a: Vec<TransportRecord> = ok_json(
-        &app,
-        plain_req(
-            Method::GET,
-            &format!("/transports/edge:{}", a.public_key()),
-            b"",
-        ),
-    )
-    .await;
-    assert_eq!(of_a.iter().map(|r| r.entry.id).collect::<Vec<_>>(), [id]);
+    let of_a = of_edge(&app, a.public_key()).await;
+    assert_eq!(ids(&of_a), [id]);
     // A key with no transports: an empty list, not an error.
-    let none: Vec<TransportRecord> = ok_json(
-        &app,
-        plain_req(
-            Method::GET,
-            &format!("/transports/edge:{}", key().public_key()),
-            b"",
-        ),
-    )
-    .await;
+    let none = of_edge(&app, key().public_key()).await;
     assert!(none.is_empty());
-    let all: Vec<TransportRecord> =
-        ok_json(&app, plain_req(Method::GET, "/all-transports", b"")).await;
+    let all = all_transports(&app).await;
     assert_eq!(all.len(), 2);
     assert!(all[0].entry.id < all[1].entry.id, "sorted by id");
 
     // Delete by an edge (b, who did not register it).
-    let path = format!("/transports/id:{id}");
+    let path = id_path(id);
     let d: Deleted = ok_json(&app, signed_req(&b, Method::DELETE, &path, b"")).await;
     assert_eq!(d.deleted, id);
-    refused(
-        &app,
-        plain_req(Method::GET, &path, b""),
-        StatusCode::NOT_FOUND,
-        "not_found",
-    )
-    .await;
+    refused(&app, get(&path), StatusCode::NOT_FOUND, "not_found").await;
     refused(
         &app,
         signed_req(&b, Method::DELETE, &path, b""),
@@ -112,8 +70,7 @@ async fn register_then_read_by_id_edge_and_all_then_delete() {
         "not_found",
     )
     .await;
-    let all: Vec<TransportRecord> =
-        ok_json(&app, plain_req(Method::GET, "/all-transports", b"")).await;
+    let all = all_transports(&app).await;
     assert_eq!(all.len(), 1);
 }
 
@@ -160,7 +117,7 @@ async fn every_refusal_of_a_registration() {
     .await;
     let m = refused(
         &app,
-        post(&a, &[good, good, good]),
+        post_entries(&a, &[good, good, good]),
         StatusCode::UNPROCESSABLE_ENTITY,
         "batch_too_large",
     )
@@ -179,7 +136,7 @@ async fn every_refusal_of_a_registration() {
     unsorted.entry.edges.swap(0, 1);
     refused(
         &app,
-        post(&a, &[unsorted]),
+        post_entries(&a, &[unsorted]),
         StatusCode::UNPROCESSABLE_ENTITY,
         "edges_not_sorted",
     )
@@ -188,7 +145,7 @@ async fn every_refusal_of_a_registration() {
     same.entry.edges[1] = same.entry.edges[0];
     refused(
         &app,
-        post(&a, &[same]),
+        post_entries(&a, &[same]),
         StatusCode::UNPROCESSABLE_ENTITY,
         "same_edges",
     )
@@ -197,7 +154,7 @@ async fn every_refusal_of_a_registration() {
     wrong_id.entry.kind = TransportType::Tcp;
     refused(
         &app,
-        post(&a, &[wrong_id]),
+        post_entries(&a, &[wrong_id]),
         StatusCode::UNPROCESSABLE_ENTITY,
         "id_mismatch",
     )
@@ -209,30 +166,28 @@ async fn every_refusal_of_a_registration() {
     half.signatures[ib] = stranger.sign(contexts::TRANSPORT_ENTRY, &good.entry.canonical_bytes());
     let m = refused(
         &app,
-        post(&a, &[good, half]),
+        post_entries(&a, &[good, half]),
         StatusCode::UNPROCESSABLE_ENTITY,
         "bad_entry_signature",
     )
     .await;
     assert!(m.starts_with("entry 1:"), "the failing entry is named: {m}");
     // All or nothing: the good entry of the refused batch was not stored.
-    let all: Vec<TransportRecord> =
-        ok_json(&app, plain_req(Method::GET, "/all-transports", b"")).await;
+    let all = all_transports(&app).await;
     assert!(all.is_empty());
     // A correctly signed entry registered by someone who is not an edge.
     refused(
         &app,
-        post(&stranger, &[good]),
+        post_entries(&stranger, &[good]),
         StatusCode::FORBIDDEN,
         "caller_not_edge",
     )
     .await;
 
     // The good one goes through, and a second registration is an upsert (still one record).
-    let _: Vec<TransportRecord> = ok_json(&app, post(&a, &[good])).await;
-    let _: Vec<TransportRecord> = ok_json(&app, post(&b, &[good])).await;
-    let all: Vec<TransportRecord> =
-        ok_json(&app, plain_req(Method::GET, "/all-transports", b"")).await;
+    register_entries(&app, &a, &[good]).await;
+    register_entries(&app, &b, &[good]).await;
+    let all = all_transports(&app).await;
     assert_eq!(all.len(), 1);
 }
 
@@ -282,26 +237,26 @@ async fn reads_and_deletes_refusals() {
     let app = app();
     let (a, b) = (key(), key());
     let e = signed(&a, &b, TransportType::Dmsg);
-    let _: Vec<TransportRecord> = ok_json(&app, post(&a, &[e])).await;
-    let path = format!("/transports/id:{}", e.entry.id);
+    register_entries(&app, &a, &[e]).await;
+    let path = id_path(e.entry.id);
 
     refused(
         &app,
-        plain_req(Method::GET, "/transports/id:nope", b""),
+        get("/transports/id:nope"),
         StatusCode::BAD_REQUEST,
         "bad_id",
     )
     .await;
     refused(
         &app,
-        plain_req(Method::GET, "/transports/edge:nope", b""),
+        get("/transports/edge:nope"),
         StatusCode::BAD_REQUEST,
         "bad_key",
     )
     .await;
     refused(
         &app,
-        plain_req(Method::GET, "/transports/what", b""),
+        get("/transports/what"),
         StatusCode::BAD_REQUEST,
         "bad_selector",
     )
@@ -309,7 +264,7 @@ async fn reads_and_deletes_refusals() {
     let unknown = signed(&key(), &key(), TransportType::Dmsg).entry.id;
     refused(
         &app,
-        plain_req(Method::GET, &format!("/transports/id:{unknown}"), b""),
+        get(&id_path(unknown)),
         StatusCode::NOT_FOUND,
         "not_found",
     )
@@ -352,24 +307,21 @@ async fn reads_and_deletes_refusals() {
         "method_not_allowed",
     )
     .await;
-    refused(
-        &app,
-        plain_req(Method::GET, "/nope", b""),
-        StatusCode::NOT_FOUND,
-        "not_found",
-    )
-    .await;
+    refused(&app, get("/nope"), StatusCode::NOT_FOUND, "not_found").await;
     // The refused deletes did not delete.
-    let _: TransportRecord = ok_json(&app, plain_req(Method::GET, &path, b"")).await;
+    let _: TransportRecord = ok_json(&app, get(&path)).await;
 }
 
 #[tokio::test]
 async fn a_full_store_refuses_with_503() {
     let app = app_with(Config::default(), 1);
     let (a, b, c) = (key(), key(), key());
-    let _: Vec<TransportRecord> =
-        ok_json(&app, post(&a, &[signed(&a, &b, TransportType::Dmsg)])).await;
-    let (s, body) = call(&app, post(&a, &[signed(&a, &c, TransportType::Dmsg)])).await;
+    register_entries(&app, &a, &[signed(&a, &b, TransportType::Dmsg)]).await;
+    let (s, body) = call(
+        &app,
+        post_entries(&a, &[signed(&a, &c, TransportType::Dmsg)]),
+    )
+    .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(String::from_utf8_lossy(&body).contains("store_full"));
 }
@@ -380,44 +332,30 @@ async fn entries_expire_after_the_ttl_unless_registered_again() {
     let (a, b, c) = (key(), key(), key());
     let ab = signed(&a, &b, TransportType::Dmsg);
     let ac = signed(&a, &c, TransportType::Dmsg);
-    let _: Vec<TransportRecord> = ok_json(&app, post(&a, &[ab, ac])).await;
+    register_entries(&app, &a, &[ab, ac]).await;
     // A node re-registers every 90 s: ab is refreshed, ac is not.
     for _ in 0..3 {
         tokio::time::advance(Duration::from_secs(90)).await;
-        let _: Vec<TransportRecord> = ok_json(&app, post(&a, &[ab])).await;
+        register_entries(&app, &a, &[ab]).await;
     }
     // 270 s: both live. 301 s: ac is gone, ab is not.
-    let all: Vec<TransportRecord> =
-        ok_json(&app, plain_req(Method::GET, "/all-transports", b"")).await;
+    let all = all_transports(&app).await;
     assert_eq!(all.len(), 2);
     tokio::time::advance(Duration::from_secs(31)).await;
-    let all: Vec<TransportRecord> =
-        ok_json(&app, plain_req(Method::GET, "/all-transports", b"")).await;
-    assert_eq!(
-        all.iter().map(|r| r.entry.id).collect::<Vec<_>>(),
-        [ab.entry.id]
-    );
+    let all = all_transports(&app).await;
+    assert_eq!(ids(&all), [ab.entry.id]);
     refused(
         &app,
-        plain_req(Method::GET, &format!("/transports/id:{}", ac.entry.id), b""),
+        get(&id_path(ac.entry.id)),
         StatusCode::NOT_FOUND,
         "not_found",
     )
     .await;
-    let of_c: Vec<TransportRecord> = ok_json(
-        &app,
-        plain_req(
-            Method::GET,
-            &format!("/transports/edge:{}", c.public_key()),
-            b"",
-        ),
-    )
-    .await;
+    let of_c = of_edge(&app, c.public_key()).await;
     assert!(of_c.is_empty());
     // Without re-registration, ab goes too, 300 s after its last refresh.
     tokio::time::advance(Duration::from_secs(300)).await;
-    let all: Vec<TransportRecord> =
-        ok_json(&app, plain_req(Method::GET, "/all-transports", b"")).await;
+    let all = all_transports(&app).await;
     assert!(all.is_empty());
 }
 
@@ -435,22 +373,14 @@ async fn concurrent_upserts_from_many_keys() {
         tasks.push(tokio::spawn(async move {
             // Each node registers its transport three times, concurrently with the others.
             for _ in 0..3 {
-                let _: Vec<TransportRecord> = ok_json(&app, post(&k, &[e])).await;
+                register_entries(&app, &k, &[e]).await;
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let of_hub: Vec<TransportRecord> = ok_json(
-        &app,
-        plain_req(
-            Method::GET,
-            &format!("/transports/edge:{}", hub.public_key()),
-            b"",
-        ),
-    )
-    .await;
+    let of_hub = of_edge(&app, hub.public_key()).await;
     let mut got: Vec<_> = of_hub.iter().map(|r| r.entry.id).collect();
     ids.sort();
     got.sort();

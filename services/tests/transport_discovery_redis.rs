@@ -48,16 +48,9 @@ async fn registrations_expire_and_vanish_from_routes_on_redis() {
         signed(&b, &c, TransportType::Dmsg),
         signed(&a, &c, TransportType::Dmsg),
     );
-    let post = |k: &skytower_transports::identity::SecretKey, e: &[tpd::SignedEntry]| {
-        signed_req(k, Method::POST, "/transports", &json(&e))
-    };
-    let _: Vec<TransportRecord> = ok_json(&app, post(&a, &[ab, ac])).await;
-    let _: Vec<TransportRecord> = ok_json(&app, post(&b, &[bc])).await;
-    let got: TransportRecord = ok_json(
-        &app,
-        plain_req(Method::GET, &format!("/transports/id:{}", ac.entry.id), b""),
-    )
-    .await;
+    register_entries(&app, &a, &[ab, ac]).await;
+    register_entries(&app, &b, &[bc]).await;
+    let got: TransportRecord = ok_json(&app, get(&id_path(ac.entry.id))).await;
     assert_eq!(got.signed(), ac);
     let req = RoutesRequest::new(vec![Pair {
         src: a.public_key(),
@@ -70,32 +63,21 @@ async fn registrations_expire_and_vanish_from_routes_on_redis() {
 
     // Re-register ab and bc halfway; ac is left to expire.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let _: Vec<TransportRecord> = ok_json(&app, post(&a, &[ab])).await;
-    let _: Vec<TransportRecord> = ok_json(&app, post(&b, &[bc])).await;
+    register_entries(&app, &a, &[ab]).await;
+    register_entries(&app, &b, &[bc]).await;
     rf.refresh_once().await.unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
 
     // 1.7 s: ac is gone from every read, and from routes even before a refresh.
     refused(
         &app,
-        plain_req(Method::GET, &format!("/transports/id:{}", ac.entry.id), b""),
+        get(&id_path(ac.entry.id)),
         StatusCode::NOT_FOUND,
         "not_found",
     )
     .await;
-    let of_c: Vec<TransportRecord> = ok_json(
-        &app,
-        plain_req(
-            Method::GET,
-            &format!("/transports/edge:{}", c.public_key()),
-            b"",
-        ),
-    )
-    .await;
-    assert_eq!(
-        of_c.iter().map(|r| r.entry.id).collect::<Vec<_>>(),
-        [bc.entry.id]
-    );
+    let of_c = of_edge(&app, c.public_key()).await;
+    assert_eq!(ids(&of_c), [bc.entry.id]);
     let res: RoutesResponse =
         ok_json(&rf_app, plain_req(Method::POST, "/routes", &json(&req))).await;
     assert_eq!(
@@ -107,8 +89,7 @@ async fn registrations_expire_and_vanish_from_routes_on_redis() {
 
     // Everything expires.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let all: Vec<TransportRecord> =
-        ok_json(&app, plain_req(Method::GET, "/all-transports", b"")).await;
+    let all = all_transports(&app).await;
     assert!(all.is_empty());
     refused(
         &rf_app,
@@ -137,25 +118,13 @@ async fn concurrent_upserts_on_redis() {
         let app = app.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..2 {
-                let _: Vec<TransportRecord> = ok_json(
-                    &app,
-                    signed_req(&k, Method::POST, "/transports", &json(&[e])),
-                )
-                .await;
+                register_entries(&app, &k, &[e]).await;
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let of_hub: Vec<TransportRecord> = ok_json(
-        &app,
-        plain_req(
-            Method::GET,
-            &format!("/transports/edge:{}", hub.public_key()),
-            b"",
-        ),
-    )
-    .await;
+    let of_hub = of_edge(&app, hub.public_key()).await;
     assert_eq!(of_hub.len(), 32);
 }

@@ -47,19 +47,25 @@ fn key() -> SecretKey {
     SecretKey::generate().unwrap()
 }
 
-fn signed_at(
+/// A `POST /heartbeat` carrying `body`, signed by `key` as if it went to `signed_target`.
+fn signed_heartbeat(
     key: &SecretKey,
-    method: Method,
     signed_target: &str,
-    sent_target: &str,
     body: &str,
     ts: u64,
     nonce: [u8; 16],
 ) -> Request<Body> {
-    let headers = auth::sign(key, &method, signed_target, body.as_bytes(), ts, nonce);
+    let headers = auth::sign(
+        key,
+        &Method::POST,
+        signed_target,
+        body.as_bytes(),
+        ts,
+        nonce,
+    );
     let mut req = Request::builder()
-        .method(method)
-        .uri(sent_target)
+        .method(Method::POST)
+        .uri("/heartbeat")
         .header("content-type", "application/json")
         .body(Body::from(body.to_owned()))
         .unwrap();
@@ -67,19 +73,15 @@ fn signed_at(
     req
 }
 
-fn heartbeat_req(key: &SecretKey, version: &str) -> Request<Body> {
-    let body = format!(r#"{{"version":"{version}"}}"#);
+/// A heartbeat carrying `body`, correctly signed now with a fresh nonce.
+fn signed_body(key: &SecretKey, body: &str) -> Request<Body> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).unwrap();
-    signed_at(
-        key,
-        Method::POST,
-        "/heartbeat",
-        "/heartbeat",
-        &body,
-        unix_ms_now(),
-        nonce,
-    )
+    signed_heartbeat(key, "/heartbeat", body, unix_ms_now(), nonce)
+}
+
+fn heartbeat_req(key: &SecretKey, version: &str) -> Request<Body> {
+    signed_body(key, &format!(r#"{{"version":"{version}"}}"#))
 }
 
 fn get(path: &str) -> Request<Body> {
@@ -96,6 +98,12 @@ impl Answer {
     fn code(&self) -> &str {
         self.json["error"]["code"].as_str().unwrap_or("")
     }
+}
+
+/// Asserts that `a` is the error answer `status` with the error code `code`.
+#[track_caller]
+fn assert_refused(a: &Answer, status: StatusCode, code: &str) {
+    assert_eq!((a.status, a.code()), (status, code), "{}", a.json);
 }
 
 async fn send(app: &Router, req: Request<Body>) -> Answer {
@@ -287,10 +295,7 @@ async fn signatures_are_required_and_checked() {
     // Missing.
     let unsigned = Request::post("/heartbeat").body(Body::from(body)).unwrap();
     let a = send(&app, unsigned).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::UNAUTHORIZED, "missing_signature")
-    );
+    assert_refused(&a, StatusCode::UNAUTHORIZED, "missing_signature");
     assert!(
         a.json["error"]["message"]
             .as_str()
@@ -299,118 +304,62 @@ async fn signatures_are_required_and_checked() {
     );
 
     // Valid.
-    let ok = signed_at(
-        &node,
-        Method::POST,
-        "/heartbeat",
-        "/heartbeat",
-        body,
-        NOW,
-        [1; 16],
-    );
+    let ok = signed_heartbeat(&node, "/heartbeat", body, NOW, [1; 16]);
     assert_eq!(send(&app, ok).await.status, StatusCode::OK);
 
     // Replayed (same nonce).
-    let again = signed_at(
-        &node,
-        Method::POST,
-        "/heartbeat",
-        "/heartbeat",
-        body,
-        NOW,
-        [1; 16],
-    );
-    let a = send(&app, again).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::UNAUTHORIZED, "replayed_request")
+    let again = signed_heartbeat(&node, "/heartbeat", body, NOW, [1; 16]);
+    assert_refused(
+        &send(&app, again).await,
+        StatusCode::UNAUTHORIZED,
+        "replayed_request",
     );
 
     // Wrong key: signed by one key, claiming another.
     let other = key();
-    let mut forged = signed_at(
-        &node,
-        Method::POST,
-        "/heartbeat",
-        "/heartbeat",
-        body,
-        NOW,
-        [2; 16],
-    );
+    let mut forged = signed_heartbeat(&node, "/heartbeat", body, NOW, [2; 16]);
     forged.headers_mut().insert(
         auth::PUBLIC,
         other.public_key().to_string().parse().unwrap(),
     );
-    let a = send(&app, forged).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::UNAUTHORIZED, "bad_signature")
+    assert_refused(
+        &send(&app, forged).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
     );
 
     // Wrong path: a signature made for another target.
-    let moved = signed_at(
-        &node,
-        Method::POST,
-        "/heartbeat?x=1",
-        "/heartbeat",
-        body,
-        NOW,
-        [3; 16],
-    );
-    let a = send(&app, moved).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::UNAUTHORIZED, "bad_signature")
+    let moved = signed_heartbeat(&node, "/heartbeat?x=1", body, NOW, [3; 16]);
+    assert_refused(
+        &send(&app, moved).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
     );
 
     // Another body than the one signed.
-    let mut swapped = signed_at(
-        &node,
-        Method::POST,
-        "/heartbeat",
-        "/heartbeat",
-        body,
-        NOW,
-        [4; 16],
-    );
+    let mut swapped = signed_heartbeat(&node, "/heartbeat", body, NOW, [4; 16]);
     *swapped.body_mut() = Body::from(r#"{"version":"6.6.6"}"#);
-    let a = send(&app, swapped).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::UNAUTHORIZED, "bad_signature")
+    assert_refused(
+        &send(&app, swapped).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
     );
 
     // Expired: 31 s old (the window is 30 s).
-    let old = signed_at(
-        &node,
-        Method::POST,
-        "/heartbeat",
-        "/heartbeat",
-        body,
-        NOW - 31_000,
-        [5; 16],
-    );
-    let a = send(&app, old).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::UNAUTHORIZED, "stale_timestamp")
+    let old = signed_heartbeat(&node, "/heartbeat", body, NOW - 31_000, [5; 16]);
+    assert_refused(
+        &send(&app, old).await,
+        StatusCode::UNAUTHORIZED,
+        "stale_timestamp",
     );
 
     // Malformed header.
-    let mut bad = signed_at(
-        &node,
-        Method::POST,
-        "/heartbeat",
-        "/heartbeat",
-        body,
-        NOW,
-        [6; 16],
-    );
+    let mut bad = signed_heartbeat(&node, "/heartbeat", body, NOW, [6; 16]);
     bad.headers_mut().insert(auth::SIG, "zz".parse().unwrap());
-    let a = send(&app, bad).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::UNAUTHORIZED, "bad_signature_header")
+    assert_refused(
+        &send(&app, bad).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature_header",
     );
 
     // None of the refused ones counted: one heartbeat, by `node`, version 1.0.0.
@@ -433,19 +382,7 @@ async fn bad_input_is_refused_with_specific_codes() {
     beat(&app, &node).await;
     let pk = node.public_key();
 
-    let signed_body = |body: &str| {
-        let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce).unwrap();
-        signed_at(
-            &node,
-            Method::POST,
-            "/heartbeat",
-            "/heartbeat",
-            body,
-            unix_ms_now(),
-            nonce,
-        )
-    };
+    let signed_body = |body: &str| signed_body(&node, body);
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
         (signed_body("{"), StatusCode::BAD_REQUEST, "malformed_json"),
         (
@@ -564,10 +501,7 @@ async fn a_full_store_answers_503_store_full() {
     let app = service_at(&cfg, JAN5).router();
     beat(&app, &key()).await;
     let a = send(&app, heartbeat_req(&key(), "1")).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::SERVICE_UNAVAILABLE, "store_full")
-    );
+    assert_refused(&a, StatusCode::SERVICE_UNAVAILABLE, "store_full");
     assert!(a.headers.contains_key("retry-after"));
 }
 
@@ -591,10 +525,7 @@ async fn clients_are_rate_limited_per_ip_and_heartbeats_per_key() {
         );
     }
     let a = send(&app, from("192.0.2.1", get("/uptimes"))).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
-    );
+    assert_refused(&a, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert_eq!(a.headers["retry-after"], "1");
     // Another client is not affected.
     assert_eq!(
@@ -617,10 +548,10 @@ async fn clients_are_rate_limited_per_ip_and_heartbeats_per_key() {
         .await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.json);
     }
-    let a = send(&app, from("198.51.100.9", heartbeat_req(&node, "1"))).await;
-    assert_eq!(
-        (a.status, a.code()),
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    assert_refused(
+        &send(&app, from("198.51.100.9", heartbeat_req(&node, "1"))).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
     );
 }
 

@@ -31,6 +31,16 @@ fn fixed_clock_verifier(config: AuthConfig) -> (SharedVerifier, Arc<AtomicU64>) 
     (Arc::new(verifier), clock)
 }
 
+/// A test app whose verifier has the default config and a fixed clock at [`NOW`].
+fn default_app() -> Router {
+    app(fixed_clock_verifier(AuthConfig::default()).0)
+}
+
+/// `POST /things` carrying `body`, signed for exactly that.
+fn post_things(key: &SecretKey, body: &str, ts: u64, nonce: [u8; 16]) -> Request<Body> {
+    signed(key, Method::POST, "/things", "/things", body, ts, nonce)
+}
+
 fn signed(
     key: &SecretKey,
     method: Method,
@@ -65,14 +75,34 @@ async fn refusal(app: &Router, req: Request<Body>) -> (StatusCode, String, Strin
     (status, parsed.code, parsed.message)
 }
 
+/// Asserts that a [`refusal`] is `status` with the error code `code` and a message containing
+/// `message_has`.
+#[track_caller]
+fn assert_refused(
+    got: &(StatusCode, String, String),
+    status: StatusCode,
+    code: &str,
+    message_has: &str,
+) {
+    let (got_status, got_code, message) = got;
+    assert_eq!(
+        (*got_status, got_code.as_str()),
+        (status, code),
+        "{message}"
+    );
+    assert!(
+        message.contains(message_has),
+        "{message:?} lacks {message_has:?}"
+    );
+}
+
 fn key() -> SecretKey {
     SecretKey::generate().unwrap()
 }
 
 #[tokio::test]
 async fn a_valid_signature_reaches_the_handler_with_the_key() {
-    let (verifier, _) = fixed_clock_verifier(AuthConfig::default());
-    let app = app(verifier);
+    let app = default_app();
     let k = key();
     let req = signed(
         &k,
@@ -91,26 +121,24 @@ async fn a_valid_signature_reaches_the_handler_with_the_key() {
 
 #[tokio::test]
 async fn each_missing_header_is_a_401_naming_it() {
-    let (verifier, _) = fixed_clock_verifier(AuthConfig::default());
-    let app = app(verifier);
+    let app = default_app();
     let k = key();
     for header in [PUBLIC, TIMESTAMP, NONCE, SIG] {
-        let mut req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [2; 16]);
+        let mut req = post_things(&k, "x", NOW, [2; 16]);
         req.headers_mut().remove(&header);
-        let (status, code, message) = refusal(&app, req).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_eq!(code, "missing_signature");
+        let got = refusal(&app, req).await;
+        assert_refused(&got, StatusCode::UNAUTHORIZED, "missing_signature", "");
         assert!(
-            message.starts_with(&format!("{header} header missing")),
-            "{message}"
+            got.2.starts_with(&format!("{header} header missing")),
+            "{}",
+            got.2
         );
     }
 }
 
 #[tokio::test]
 async fn malformed_headers_are_401_bad_signature_header() {
-    let (verifier, _) = fixed_clock_verifier(AuthConfig::default());
-    let app = app(verifier);
+    let app = default_app();
     let k = key();
     let cases = [
         (PUBLIC, "not-a-key"),
@@ -120,41 +148,33 @@ async fn malformed_headers_are_401_bad_signature_header() {
         (SIG, "00"),
     ];
     for (header, value) in cases {
-        let mut req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [3; 16]);
+        let mut req = post_things(&k, "x", NOW, [3; 16]);
         req.headers_mut()
             .insert(header.clone(), http::HeaderValue::from_str(value).unwrap());
-        let (status, code, message) = refusal(&app, req).await;
-        assert_eq!(
-            (status, code.as_str()),
-            (StatusCode::UNAUTHORIZED, "bad_signature_header"),
-            "{header}: {value}"
-        );
-        assert!(
-            message.contains(&format!("malformed {header}")),
-            "{message}"
+        assert_refused(
+            &refusal(&app, req).await,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature_header",
+            &format!("malformed {header}"),
         );
     }
 }
 
 #[tokio::test]
 async fn a_signature_does_not_move_to_another_key_path_method_query_or_body() {
-    let (verifier, _) = fixed_clock_verifier(AuthConfig::default());
-    let app = app(verifier);
+    let app = default_app();
     let k = key();
     let other = key();
 
     // Wrong key: signed by `k`, claims `other`.
-    let mut req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [4; 16]);
+    let mut req = post_things(&k, "x", NOW, [4; 16]);
     req.headers_mut()
         .insert(PUBLIC, other.public_key().to_string().try_into().unwrap());
-    let (status, code, message) = refusal(&app, req).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::UNAUTHORIZED, "bad_signature")
-    );
-    assert!(
-        message.contains(&other.public_key().to_string()),
-        "{message}"
+    assert_refused(
+        &refusal(&app, req).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        &other.public_key().to_string(),
     );
 
     // Wrong path, wrong query, wrong method.
@@ -173,56 +193,49 @@ async fn a_signature_does_not_move_to_another_key_path_method_query_or_body() {
             [5; 16],
         );
         *req.method_mut() = Method::POST;
-        let (status, code, _) = refusal(&app, req).await;
-        assert_eq!(
-            (status, code.as_str()),
-            (StatusCode::UNAUTHORIZED, "bad_signature")
+        assert_refused(
+            &refusal(&app, req).await,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "",
         );
     }
 
     // Wrong body: signed "x", sent "y".
-    let mut req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [6; 16]);
+    let mut req = post_things(&k, "x", NOW, [6; 16]);
     *req.body_mut() = Body::from("y");
-    let (status, code, _) = refusal(&app, req).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::UNAUTHORIZED, "bad_signature")
+    assert_refused(
+        &refusal(&app, req).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        "",
     );
 }
 
 #[tokio::test]
 async fn replays_are_refused_but_forgeries_do_not_burn_a_nonce() {
-    let (verifier, _) = fixed_clock_verifier(AuthConfig::default());
-    let app = app(verifier);
+    let app = default_app();
     let k = key();
 
     // A forged request with nonce 7 (bad signature) ...
-    let mut forged = signed(&k, Method::POST, "/things", "/things", "x", NOW, [7; 16]);
+    let mut forged = post_things(&k, "x", NOW, [7; 16]);
     *forged.body_mut() = Body::from("evil");
     assert_eq!(refusal(&app, forged).await.1, "bad_signature");
     // ... does not stop the real one with the same nonce.
-    let req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [7; 16]);
+    let req = post_things(&k, "x", NOW, [7; 16]);
     assert_eq!(answer(&app, req).await.0, StatusCode::OK);
 
     // The same request again is a replay.
-    let again = signed(&k, Method::POST, "/things", "/things", "x", NOW, [7; 16]);
-    let (status, code, message) = refusal(&app, again).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::UNAUTHORIZED, "replayed_request")
+    let again = post_things(&k, "x", NOW, [7; 16]);
+    assert_refused(
+        &refusal(&app, again).await,
+        StatusCode::UNAUTHORIZED,
+        "replayed_request",
+        "nonce already used",
     );
-    assert!(message.contains("nonce already used"), "{message}");
 
     // Another key may use the same nonce.
-    let req = signed(
-        &key(),
-        Method::POST,
-        "/things",
-        "/things",
-        "x",
-        NOW,
-        [7; 16],
-    );
+    let req = post_things(&key(), "x", NOW, [7; 16]);
     assert_eq!(answer(&app, req).await.0, StatusCode::OK);
 }
 
@@ -232,36 +245,20 @@ async fn timestamps_outside_the_window_are_refused_both_ways() {
     let app = app(verifier);
     let k = key();
     for ts in [NOW - 30_001, NOW + 30_001] {
-        let req = signed(&k, Method::POST, "/things", "/things", "x", ts, [8; 16]);
-        let (status, code, message) = refusal(&app, req).await;
-        assert_eq!(
-            (status, code.as_str()),
-            (StatusCode::UNAUTHORIZED, "stale_timestamp")
+        let req = post_things(&k, "x", ts, [8; 16]);
+        assert_refused(
+            &refusal(&app, req).await,
+            StatusCode::UNAUTHORIZED,
+            "stale_timestamp",
+            "30000 ms",
         );
-        assert!(message.contains("30000 ms"), "{message}");
     }
     // A request signed at the edge of the window is accepted ...
-    let req = signed(
-        &k,
-        Method::POST,
-        "/things",
-        "/things",
-        "x",
-        NOW - 30_000,
-        [9; 16],
-    );
+    let req = post_things(&k, "x", NOW - 30_000, [9; 16]);
     assert_eq!(answer(&app, req).await.0, StatusCode::OK);
     // ... and expires once the clock moves on.
     clock.store(NOW + 1, Ordering::Relaxed);
-    let req = signed(
-        &k,
-        Method::POST,
-        "/things",
-        "/things",
-        "x",
-        NOW - 30_000,
-        [10; 16],
-    );
+    let req = post_things(&k, "x", NOW - 30_000, [10; 16]);
     assert_eq!(refusal(&app, req).await.1, "stale_timestamp");
 }
 
@@ -275,35 +272,19 @@ async fn an_oversized_body_is_413_and_a_full_replay_set_503() {
     let (verifier, _) = fixed_clock_verifier(config);
     let app = app(verifier);
     let k = key();
-    let req = signed(
-        &k,
-        Method::POST,
-        "/things",
-        "/things",
-        "123456789",
-        NOW,
-        [11; 16],
+    let req = post_things(&k, "123456789", NOW, [11; 16]);
+    assert_refused(
+        &refusal(&app, req).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "8 bytes",
     );
-    let (status, code, message) = refusal(&app, req).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
-    );
-    assert!(message.contains("8 bytes"), "{message}");
 
     for n in 0..2 {
-        let req = signed(
-            &k,
-            Method::POST,
-            "/things",
-            "/things",
-            "x",
-            NOW,
-            [20 + n; 16],
-        );
+        let req = post_things(&k, "x", NOW, [20 + n; 16]);
         assert_eq!(answer(&app, req).await.0, StatusCode::OK);
     }
-    let req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [30; 16]);
+    let req = post_things(&k, "x", NOW, [30; 16]);
     let res = app.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()[http::header::RETRY_AFTER], "1");
@@ -408,14 +389,15 @@ async fn instances_sharing_nonces_refuse_each_others_replays() {
     };
     let (a, b) = (instance(&shared), instance(&shared));
     let k = key();
-    let req = || signed(&k, Method::POST, "/things", "/things", "x", NOW, [9; 16]);
+    let req = || post_things(&k, "x", NOW, [9; 16]);
 
     assert_eq!(answer(&a, req()).await.0, StatusCode::OK);
     // Accepted by A: a replay to B (whose own seen-set has never seen it) is refused too.
-    let (status, code, _) = refusal(&b, req()).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::UNAUTHORIZED, "replayed_request")
+    assert_refused(
+        &refusal(&b, req()).await,
+        StatusCode::UNAUTHORIZED,
+        "replayed_request",
+        "",
     );
     // Kept for twice the window plus a second: any instance's clock may still accept it.
     assert_eq!(
@@ -424,11 +406,11 @@ async fn instances_sharing_nonces_refuse_each_others_replays() {
     );
 
     // A forgery is refused before the shared store is asked (it cannot burn the nonce there).
-    let mut forged = signed(&k, Method::POST, "/things", "/things", "x", NOW, [10; 16]);
+    let mut forged = post_things(&k, "x", NOW, [10; 16]);
     *forged.body_mut() = Body::from("evil");
     assert_eq!(refusal(&b, forged).await.1, "bad_signature");
     assert_eq!(shared.ttls.lock().unwrap().len(), 2);
-    let real = signed(&k, Method::POST, "/things", "/things", "x", NOW, [10; 16]);
+    let real = post_things(&k, "x", NOW, [10; 16]);
     assert_eq!(answer(&b, real).await.0, StatusCode::OK);
 }
 
@@ -440,7 +422,7 @@ async fn an_unreachable_shared_nonce_store_refuses_with_503() {
         .with_shared_nonces(Some(shared.clone() as Arc<dyn SharedNonces>));
     let app = app(Arc::new(verifier));
     let k = key();
-    let req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [3; 16]);
+    let req = post_things(&k, "x", NOW, [3; 16]);
     let res = app.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()[http::header::RETRY_AFTER], "1");
@@ -454,6 +436,6 @@ async fn an_unreachable_shared_nonce_store_refuses_with_503() {
     );
     // Never let through unchecked; once the store is back, a fresh request passes.
     shared.down.store(false, Ordering::Relaxed);
-    let req = signed(&k, Method::POST, "/things", "/things", "x", NOW, [4; 16]);
+    let req = post_things(&k, "x", NOW, [4; 16]);
     assert_eq!(answer(&app, req).await.0, StatusCode::OK);
 }

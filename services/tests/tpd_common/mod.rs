@@ -9,8 +9,10 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use skytower_services::api::ErrorBody;
 use skytower_services::auth;
-use skytower_services::transport_discovery::{Label, SignedEntry, TransportEntry, TransportType};
-use skytower_transports::identity::SecretKey;
+use skytower_services::transport_discovery::{
+    Label, SignedEntry, TransportEntry, TransportId, TransportRecord, TransportType,
+};
+use skytower_transports::identity::{PublicKey, SecretKey};
 use tower::ServiceExt;
 
 pub fn key() -> SecretKey {
@@ -43,6 +45,45 @@ pub fn plain_req(method: Method, path: &str, body: &[u8]) -> Request<Body> {
         .header("content-type", "application/json")
         .body(Body::from(body.to_vec()))
         .unwrap()
+}
+
+/// An unsigned `GET path`.
+pub fn get(path: &str) -> Request<Body> {
+    plain_req(Method::GET, path, b"")
+}
+
+/// `POST /transports` of `entries`, signed by `key`.
+pub fn post_entries(key: &SecretKey, entries: &[SignedEntry]) -> Request<Body> {
+    signed_req(key, Method::POST, "/transports", &json(&entries))
+}
+
+/// Registers `entries` as `key`; asserts a 200 and returns the stored records.
+pub async fn register_entries(
+    app: &Router,
+    key: &SecretKey,
+    entries: &[SignedEntry],
+) -> Vec<TransportRecord> {
+    ok_json(app, post_entries(key, entries)).await
+}
+
+/// `GET /transports/edge:{pk}`, asserted to be a 200.
+pub async fn of_edge(app: &Router, pk: PublicKey) -> Vec<TransportRecord> {
+    ok_json(app, get(&format!("/transports/edge:{pk}"))).await
+}
+
+/// `GET /all-transports`, asserted to be a 200.
+pub async fn all_transports(app: &Router) -> Vec<TransportRecord> {
+    ok_json(app, get("/all-transports")).await
+}
+
+/// The path of one transport by its id.
+pub fn id_path(id: TransportId) -> String {
+    format!("/transports/id:{id}")
+}
+
+/// The ids of `records`, in their order.
+pub fn ids(records: &[TransportRecord]) -> Vec<TransportId> {
+    records.iter().map(|r| r.entry.id).collect()
 }
 
 /// Calls the router; returns the status and the body.
